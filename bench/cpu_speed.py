@@ -1,0 +1,162 @@
+"""CPU acceptance check (issue 2): fused CPU kernels against the seed formulas, one run.
+
+At 4096x1024 float32, with torch's default thread count (all cores):
+
+* every fused op's training forward (inputs require grad): time and speed-up against the
+  eager formula (target >= 3x) and against ``torch.compile`` of it (target >= 1x, i.e. no
+  slower);
+* ``reparameterize`` forward + backward against eager (target >= 3x);
+* clipping a DCGAN critic's parameters (the 9-tensor 28x28 critic) with
+  ``fastgen.clip_weights_`` against the per-parameter ``p.data.clamp_(-c, c)`` loop
+  (target >= 1.5x); the ``torch._foreach`` pair is shown for reference.
+
+All providers of a row are timed back to back in this process, so the ratios compare
+measurements taken under the same conditions. Timer: ``bench.timing.time_cpu`` (median of
+repeated ``perf_counter`` samples after warm-up). Prints a markdown table; ``--out FILE``
+also writes it. Exit status 0 unless ``--strict`` and a target is missed.
+
+    python -m bench.cpu_speed            # or: python bench/cpu_speed.py
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+if __package__ in (None, ""):  # run as a script: make ``bench`` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch
+
+from bench import cases, env
+from bench.models import DCGANCritic28
+from bench.timing import TimerConfig, time_cpu
+
+FORWARD_OPS = ["reparameterize", "reparameterize_kl", "gaussian_kl", "gaussian_kl_learned_prior",
+               "bernoulli_log_likelihood", "gaussian_log_likelihood", "clamp"]
+
+
+def _ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
+    return a / b if a and b else None
+
+
+def _fmt_ms(v: Optional[float]) -> str:
+    return "-" if v is None else (f"{v:.3f}" if v < 10 else f"{v:.2f}")
+
+
+def _fmt_x(v: Optional[float]) -> str:
+    return "-" if v is None else f"{v:.2f}x"
+
+
+def measure(size=(4096, 1024), cfg: Optional[TimerConfig] = None, backend: str = "cpu",
+            with_compile: bool = True, log=print) -> List[dict]:
+    """Rows of {case, eager, compile, fastgen, foreach, targets} in milliseconds."""
+    cfg = cfg or TimerConfig(min_time_s=0.5, min_reps=15)
+    device = torch.device("cpu")
+    B, D = size
+    have_fastgen = backend in cases.fastgen_backends(device)
+    if not have_fastgen:
+        log(f"warning: fastgen backend {backend!r} is not built; fastgen columns stay empty")
+    rows = []
+
+    def timed(fn, inputs, mode, ctx=None):
+        import contextlib
+
+        with (ctx or contextlib.nullcontext()):
+            return time_cpu(cases.mode_callable(fn, inputs, mode), cfg).median_ms
+
+    cases_list = [(op, "fwd") for op in FORWARD_OPS] + [("reparameterize", "full")]
+    for op, mode in cases_list:
+        spec = cases.OPS[op]
+        torch.manual_seed(0)
+        inputs = spec.make(B, D, torch.float32, device)
+        t_e = timed(spec.eager, inputs, mode)
+        t_c = timed(cases.compile_formula(spec.eager), inputs, mode) if with_compile else None
+        t_f = (timed(spec.fused, inputs, mode, cases.fastgen_backend(backend))
+               if have_fastgen else None)
+        label = f"{op} {'forward' if mode == 'fwd' else 'forward+backward'}"
+        targets = {"eager": 3.0} if mode == "full" else {"eager": 3.0, "compile": 1.0}
+        rows.append(dict(case=label, eager=t_e, compile=t_c, fastgen=t_f, foreach=None,
+                         targets=targets))
+        log(f"{label:45s} eager {_fmt_ms(t_e)}  compile {_fmt_ms(t_c)}  fastgen {_fmt_ms(t_f)} ms")
+        del inputs
+
+    torch.manual_seed(0)
+    critic = DCGANCritic28()
+    params = list(critic.parameters())
+    # every variant walks critic.parameters() per call, as a training loop does
+    t_loop = time_cpu(lambda: cases.clip_loop(critic.parameters()), cfg).median_ms
+    t_each = time_cpu(lambda: cases.clip_foreach(list(critic.parameters())), cfg).median_ms
+    t_f = None
+    if have_fastgen:
+        with cases.fastgen_backend(backend):
+            t_f = time_cpu(lambda: cases.clip_fastgen(critic), cfg).median_ms
+    label = f"clip_weights_ {len(params)}-tensor DCGAN critic ({sum(p.numel() for p in params)} el.)"
+    rows.append(dict(case=label, eager=t_loop, compile=None, fastgen=t_f, foreach=t_each,
+                     targets={"eager": 1.5}))
+    log(f"{label:45s} loop {_fmt_ms(t_loop)}  foreach {_fmt_ms(t_each)}  fastgen {_fmt_ms(t_f)} ms")
+    return rows
+
+
+def table(rows: Sequence[dict]) -> List[str]:
+    lines = ["| case | eager ms | torch.compile ms | foreach ms | fastgen ms | vs eager | vs compile "
+             "| target | met |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ve, vc = _ratio(r["eager"], r["fastgen"]), _ratio(r["compile"], r["fastgen"])
+        goals, met = [], []
+        for base, goal in r["targets"].items():
+            got = ve if base == "eager" else vc
+            name = "loop" if r["foreach"] is not None and base == "eager" else base
+            goals.append(f">= {goal:g}x vs {name}")
+            met.append("n/a" if got is None else ("yes" if got >= goal else "NO"))
+        lines.append(f"| {r['case']} | {_fmt_ms(r['eager'])} | {_fmt_ms(r['compile'])} | "
+                     f"{_fmt_ms(r['foreach'])} | {_fmt_ms(r['fastgen'])} | {_fmt_x(ve)} | {_fmt_x(vc)} | "
+                     f"{'; '.join(goals)} | {', '.join(met)} |")
+    return lines
+
+
+def targets_met(rows: Sequence[dict]) -> bool:
+    for r in rows:
+        for base, goal in r["targets"].items():
+            got = _ratio(r["eager"] if base == "eager" else r["compile"], r["fastgen"])
+            if got is None or got < goal:
+                return False
+    return True
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.cpu_speed", description=__doc__.splitlines()[0])
+    p.add_argument("--size", default="4096x1024", help="BxD of the op inputs (default 4096x1024)")
+    p.add_argument("--backend", default="cpu", help="fastgen backend to measure (default cpu)")
+    p.add_argument("--min-time", type=float, default=0.5, help="seconds of samples per measurement")
+    p.add_argument("--no-compile", action="store_true", help="skip the torch.compile column")
+    p.add_argument("--quick", action="store_true", help="tiny run for tests (64x32, few reps, no compile)")
+    p.add_argument("--out", type=Path, default=None, help="also write the markdown here")
+    p.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    args = p.parse_args(argv)
+    b, d = (int(v) for v in args.size.lower().split("x"))
+    cfg = TimerConfig(min_time_s=args.min_time, min_reps=15)
+    with_compile = not args.no_compile
+    if args.quick:
+        b, d, cfg, with_compile = 64, 32, TimerConfig.quick(), False
+    load = env.load_note()
+    rows = measure((b, d), cfg, args.backend, with_compile)
+    v = env.versions()
+    head = [f"fastgen CPU speed, {b}x{d} float32, {env.cpu_model()}, {load}; "
+            f"torch {v['torch']}, fastgen {v['fastgen'] or '-'}; {env.now_iso()}", ""]
+    text = "\n".join(head + table(rows)) + "\n"
+    print()
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text, encoding="utf-8")
+    if args.strict and not targets_met(rows):
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,283 @@
+"""``python -m bench``: the benchmark runner (see ``bench/README.md``).
+
+For every op of ``bench.cases.OPS`` x dtype x size x provider x mode it records one CSV
+row: median / p20 / p80 time, the ideal fused kernel's bytes and the GB/s they imply, the
+percentage of a plain copy of the same bytes timed in the same run, bytes saved for
+backward, CUDA peak memory and kernel launches (CUDA). Then parameter clipping against
+the number of parameter tensors, and the end-to-end VAE / WGAN steps.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import shlex
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import torch
+
+from bench import cases, env, report, steps
+from bench.timing import (CopyBaseline, Stats, TimerConfig, cuda_peak_bytes, launches,
+                          saved_tensor_bytes, time_fn)
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+class Run:
+    """Everything one invocation shares: device, timer settings, copy baselines, rows."""
+
+    def __init__(self, device: torch.device, cfg: TimerConfig, *, check: bool = True,
+                 verbose: bool = True):
+        self.device, self.cfg, self.check, self.verbose = device, cfg, check, verbose
+        self.copy = CopyBaseline(device, cfg)
+        self.rows: List[Dict] = []
+        self.failures: List[str] = []
+        self.base = {"date": env.now_iso(), "device": env.device_name(device),
+                     "threads": torch.get_num_threads(), **env.versions()}
+
+    def log(self, msg: str) -> None:
+        if self.verbose:
+            print(msg, flush=True)
+
+    def row(self, **kw) -> Dict:
+        r = dict(self.base)
+        r.update(kw)
+        self.rows.append(r)
+        return r
+
+    def stats_row(self, st: Stats, *, nbytes: Optional[int], numel: int, **kw) -> Dict:
+        gbps = pct = None
+        if nbytes:
+            gbps = nbytes / (st.median_ms * 1e-3) / 1e9
+            copy = self.copy.time(nbytes, numel=numel)
+            pct = 100.0 * copy.median_ms / st.median_ms
+        return self.row(median_ms=st.median_ms, p20_ms=st.p20_ms, p80_ms=st.p80_ms,
+                        bytes=nbytes, gbps=gbps, pct_of_copy=pct, numel=numel,
+                        timer=st.timer, reps=st.reps, **kw)
+
+
+def _check_outputs(spec: cases.OpSpec, got, ref, dtype) -> Optional[str]:
+    """Sanity check that a provider computes the op: deterministic ops match eager."""
+    got, ref = cases.as_tuple(got), cases.as_tuple(ref)
+    if len(got) != len(ref):
+        return f"{len(got)} outputs, expected {len(ref)}"
+    for i, (g, r) in enumerate(zip(got, ref)):
+        if g.shape != r.shape:
+            return f"output {i} shape {tuple(g.shape)}, expected {tuple(r.shape)}"
+        if not torch.isfinite(g.float()).all():
+            return f"output {i} not finite"
+        deterministic = not spec.random or (spec.name == "reparameterize_kl" and i == 1)
+        if deterministic:
+            # error relative to the output's scale; bfloat16 eager rounds every intermediate
+            tol = 3e-2 if dtype == torch.bfloat16 else 1e-4
+            g32, r32 = g.float(), r.float()
+            err = ((g32 - r32).abs().max() / (r32.abs().max() + 1.0)).item() if r.numel() else 0.0
+            if err > tol:
+                return f"output {i} differs from eager: max error {err:.2e} of scale (tol {tol:.0e})"
+    return None
+
+
+def run_ops(run: Run, ops: Sequence[str], dtypes: Sequence[str], sizes, providers, modes) -> None:
+    dev = run.device
+    for op in ops:
+        spec = cases.OPS[op]
+        for dname in dtypes:
+            dtype = cases.DTYPES[dname]
+            for (B, D) in sizes:
+                torch.manual_seed(0)
+                inputs = spec.make(B, D, dtype, dev)
+                numel, shape = B * D, f"{B}x{D}"
+                ref = None
+                for prov in providers:
+                    with prov.context():
+                        try:
+                            fn = prov.bind(spec)
+                        except Exception as e:  # provider cannot run this op
+                            run.failures.append(f"{op} {prov.name} {dname} {shape}: bind: {e}")
+                            continue
+                        if spec.modes == ("fwd",):  # in-place op: check on a copy
+                            probe = cases.OpInputs(tuple(a.detach().clone() for a in inputs.args), ())
+                        else:
+                            probe = inputs
+                        if run.check:
+                            with torch.no_grad():
+                                out = fn(*probe.args)
+                            if prov.name == "eager":
+                                ref = out
+                            elif ref is not None:
+                                msg = _check_outputs(spec, out, ref, dtype)
+                                if msg:
+                                    run.failures.append(f"{op} {prov.name} {dname} {shape}: {msg}")
+                                    warnings.warn(f"bench: {op} {prov.name} {dname} {shape}: {msg}")
+                        saved = None
+                        if inputs.grad_inputs:
+                            saved = saved_tensor_bytes(lambda: fn(*inputs.args), inputs.args)
+                        for mode in modes:
+                            if mode not in spec.modes:
+                                continue
+                            call = cases.mode_callable(fn, inputs, mode)
+                            st = time_fn(call, dev, run.cfg, numel=numel)
+                            nbytes = spec.nbytes(mode, B, D, torch.tensor([], dtype=dtype).element_size())
+                            peak = launches_n = None
+                            if dev.type == "cuda":
+                                peak = cuda_peak_bytes(call, dev)
+                                launches_n = launches(call, dev)
+                            r = run.stats_row(st, nbytes=nbytes, numel=numel, op=op, provider=prov.name,
+                                              mode=mode, dtype=dname, shape=shape, peak_mem_bytes=peak,
+                                              saved_bytes=saved, launches=launches_n)
+                            run.log(f"{op:28s} {prov.name:15s} {mode:4s} {dname:8s} {shape:>11s} "
+                                    f"{st.median_ms:10.4f} ms  {_pct(r['pct_of_copy'])}")
+                        del fn
+                del inputs, ref
+
+
+def _pct(p) -> str:
+    return "" if p is None else f"{p:5.0f}% of copy"
+
+
+def run_clip(run: Run, kind: str, dtypes: Sequence[str], fg_backends: Sequence[str]) -> None:
+    dev = run.device
+    provs = [("eager", cases.clip_loop, None), ("foreach", cases.clip_foreach, None)]
+    provs += [(f"fastgen-{b}", cases.clip_fastgen, b) for b in fg_backends]
+    for dname in dtypes:
+        dtype = cases.DTYPES[dname]
+        torch.manual_seed(0)
+        for ps in cases.clip_param_sets(kind, dtype, dev):
+            itemsize = ps.params[0].element_size()
+            nbytes = 2 * ps.numel * itemsize
+            for name, fn, backend in provs:
+                ctx = cases.fastgen_backend(backend) if backend else _null()
+                with ctx:
+                    call = lambda fn=fn, params=ps.params: fn(params)
+                    st = time_fn(call, dev, run.cfg, numel=ps.numel)
+                    n_launch = launches(call, dev)
+                    peak = cuda_peak_bytes(call, dev) if dev.type == "cuda" else None
+                r = run.stats_row(st, nbytes=nbytes, numel=ps.numel, op=report.CLIP_OP, provider=name,
+                                  mode="fwd", dtype=dname, shape=ps.label, peak_mem_bytes=peak,
+                                  launches=n_launch)
+                r["count"] = ps.count
+                run.log(f"{report.CLIP_OP:28s} {name:15s} {dname:8s} {ps.label:>34s} "
+                        f"{st.median_ms:10.4f} ms  launches {n_launch}")
+
+
+def _null():
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+def run_steps(run: Run, fg_backends: Sequence[str], *, quick: bool) -> None:
+    dev = run.device
+    for sc in steps.step_cases(dev, list(fg_backends), quick=quick):
+        with sc.context():
+            try:
+                step = sc.make()
+            except Exception as e:
+                run.failures.append(f"{sc.op} {sc.provider}: setup failed: {e!r}")
+                warnings.warn(f"bench: {sc.op} {sc.provider}: setup failed: {e!r}")
+                continue
+            st = time_fn(step, dev, run.cfg, cudagraph=False)
+            peak = cuda_peak_bytes(step, dev) if dev.type == "cuda" else None
+        run.stats_row(st, nbytes=None, numel=sc.numel, op=sc.op, provider=sc.provider, mode="full",
+                      dtype="float32", shape=sc.shape, peak_mem_bytes=peak)
+        run.log(f"{sc.op:28s} {sc.provider:24s} {sc.shape:>14s} {st.median_ms:10.4f} ms")
+
+
+def parse_sizes(text: str):
+    out = []
+    for part in text.split(","):
+        b, d = part.lower().split("x")
+        out.append((int(b), int(d)))
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true",
+                   help="tiny sizes, few reps, no torch.compile; writes to a temp dir unless --out")
+    p.add_argument("--out", type=Path, default=None, help=f"output folder (default {RESULTS_DIR})")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--ops", default=None, help="comma list of ops (default all): " + ",".join(cases.OPS))
+    p.add_argument("--providers", default=None,
+                   help="comma list: eager,compile,fastgen-cpu,fastgen-cuda,fastgen-triton,"
+                        "fastgen-reference (default: eager, compile and every built fastgen backend; "
+                        "--quick drops compile)")
+    p.add_argument("--modes", default=",".join(cases.MODES))
+    p.add_argument("--dtypes", default="float32,bfloat16")
+    p.add_argument("--sizes", default=None, help="comma list of BxD (default: the device's sweep)")
+    p.add_argument("--min-time", type=float, default=None, help="seconds of samples per CPU measurement")
+    p.add_argument("--no-ops", action="store_true", help="skip the op sweep")
+    p.add_argument("--no-clip", action="store_true", help="skip the parameter-clipping sweep")
+    p.add_argument("--no-steps", action="store_true", help="skip the end-to-end steps")
+    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--no-check", action="store_true", help="skip the eager-vs-provider output check")
+    p.add_argument("-q", "--quiet", action="store_true")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    command = "python -m bench " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    if args.device == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device if device.index is not None else 0)
+        device = torch.device("cuda", torch.cuda.current_device())
+    kind = "quick" if args.quick else device.type
+    cfg = TimerConfig.quick() if args.quick else TimerConfig()
+    if args.min_time is not None:
+        cfg.min_time_s = args.min_time
+    out_dir = args.out
+    if out_dir is None:
+        out_dir = Path(tempfile.mkdtemp(prefix="fastgen-bench-")) if args.quick else RESULTS_DIR
+    out_dir = Path(out_dir)
+
+    fg_backends = cases.fastgen_backends(device)
+    if args.providers:
+        names = [s.strip() for s in args.providers.split(",") if s.strip()]
+    else:
+        names = ["eager"] + ([] if args.quick else ["compile"]) + [f"fastgen-{b}" for b in fg_backends]
+    fg_named = [n[len("fastgen-"):] for n in names if n.startswith("fastgen-")]
+    providers = cases.make_providers(device, names)
+    ops = args.ops.split(",") if args.ops else list(cases.OPS)
+    for op in ops:
+        if op not in cases.OPS:
+            raise SystemExit(f"unknown op {op!r}; choose from {', '.join(cases.OPS)}")
+    sizes = parse_sizes(args.sizes) if args.sizes else cases.SIZES[kind]
+    modes = [m for m in args.modes.split(",") if m]
+    dtypes = [d for d in args.dtypes.split(",") if d]
+
+    run = Run(device, cfg, check=not args.no_check, verbose=not args.quiet)
+    slug = env.device_slug(device)
+    load = env.load_note()
+    run.log(f"# {run.base['device']} ({slug}); torch {run.base['torch']}, triton {run.base['triton']}, "
+            f"fastgen {run.base['fastgen']} backends {fg_backends}; {load}")
+    t0 = time.perf_counter()
+    if not args.no_ops:
+        run_ops(run, ops, dtypes, sizes, providers, modes)
+    if not args.no_clip:
+        run_clip(run, kind, dtypes, fg_named)
+    if not args.no_steps:
+        run_steps(run, fg_named, quick=args.quick)
+    for r in run.rows:
+        r["device"] = run.base["device"]
+
+    csv_path = out_dir / f"{slug}.csv"
+    report.append_csv(csv_path, run.rows)
+    header = {"device_name": run.base["device"], "date": run.base["date"], "load": load,
+              "command": command, **env.versions()}
+    notes = {name: spec.note for name, spec in cases.OPS.items()}
+    report.write_markdown(out_dir / f"{slug}.md", run.rows, header=header, notes=notes)
+    if not args.no_plots:
+        report.write_plots(out_dir, slug, run.rows)
+    run.log(f"# {len(run.rows)} rows in {time.perf_counter() - t0:.0f} s -> {csv_path}")
+    if run.failures:
+        print("# problems:\n" + "\n".join("#   " + f for f in run.failures), file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,260 @@
+"""How a time, a memory figure and a launch count are measured.
+
+Timing
+------
+* CPU: ``time.perf_counter`` around the call, after warm-up calls, with the garbage
+  collector paused. A call shorter than ``target_sample_s`` is repeated ``inner`` times
+  inside one sample and the sample divided by ``inner``, so the clock's resolution and
+  the timer's own cost do not dominate microsecond-sized calls. Samples are repeated
+  until ``min_time_s`` has passed (between ``min_reps`` and ``max_reps`` samples); the
+  row records the median and the 20th / 80th percentiles of the samples.
+  ``torch.set_num_threads`` is left alone (all cores of the machine).
+* CUDA: ``triton.testing.do_bench`` (CUDA events, L2 cache flushed before each call),
+  or for tiny shapes ``triton.testing.do_bench_cudagraph`` (calls unrolled into one CUDA
+  graph, so the launch cost of the Python + dispatcher path is not what is measured; no
+  L2 flush -- tiny tensors stay in L2 in a real training step too). Both are asked for
+  every sample (``return_mode="all"``) and summarised with the same quantiles as on CPU.
+  The timer actually used is recorded in the ``timer`` column.
+
+Memory
+------
+* ``saved_bytes``: bytes of the tensors autograd keeps for backward, summed with
+  ``torch.autograd.graph.saved_tensors_hooks`` over one forward; tensors that share
+  storage with an input (the inputs are alive anyway) are not counted, each storage is
+  counted once. The textbook reparameterization keeps ``std`` and ``eps`` alive; a fused
+  op that regenerates its noise keeps nothing beyond its inputs.
+* ``peak_mem_bytes`` (CUDA only): ``torch.cuda.max_memory_allocated`` during one call
+  minus what was allocated before it -- outputs, saved tensors and temporaries.
+
+Launches
+--------
+* CUDA: kernels seen by ``torch.profiler`` (device-side kernel records, memset/memcpy
+  excluded) in one call after warm-up.
+* CPU: the number of operator calls reaching the dispatcher below autograd
+  (a ``TorchDispatchMode`` counter): a per-parameter ``clamp_`` loop makes one call per
+  tensor, the ``_foreach`` pair two, a fused multi-tensor op one.
+"""
+from __future__ import annotations
+
+import gc
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable, Optional, Sequence
+
+import torch
+
+QUANTILES = (0.5, 0.2, 0.8)
+
+# Below this many elements a CUDA measurement replays a CUDA graph (do_bench_cudagraph).
+CUDAGRAPH_MAX_NUMEL = 1 << 18
+
+
+@dataclass
+class TimerConfig:
+    """Knobs of the CPU timer (and the time budget of the CUDA one)."""
+
+    warmup: int = 3
+    min_reps: int = 10
+    max_reps: int = 200
+    min_time_s: float = 0.3
+    target_sample_s: float = 2e-3
+    cuda_rep_ms: int = 100
+    cuda_warmup_ms: int = 25
+
+    @classmethod
+    def quick(cls) -> "TimerConfig":
+        return cls(warmup=1, min_reps=3, max_reps=5, min_time_s=0.0, target_sample_s=2e-4,
+                   cuda_rep_ms=10, cuda_warmup_ms=5)
+
+
+@dataclass
+class Stats:
+    """Summary of one measurement, in milliseconds."""
+
+    median_ms: float
+    p20_ms: float
+    p80_ms: float
+    reps: int
+    timer: str
+
+
+def quantile(sorted_values: Sequence[float], q: float) -> float:
+    """Linear-interpolation quantile of an already sorted, non-empty sequence."""
+    if not sorted_values:
+        return math.nan
+    pos = q * (len(sorted_values) - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    frac = pos - lo
+    return sorted_values[lo] * (1 - frac) + sorted_values[hi] * frac
+
+
+def summarize(samples_ms: Iterable[float], timer: str) -> Stats:
+    s = sorted(samples_ms)
+    med, p20, p80 = (quantile(s, q) for q in QUANTILES)
+    return Stats(med, p20, p80, len(s), timer)
+
+
+def time_cpu(fn: Callable[[], object], cfg: TimerConfig) -> Stats:
+    """Median / p20 / p80 wall time of ``fn()`` on the host (see module docstring)."""
+    for _ in range(max(cfg.warmup, 1)):
+        fn()
+    # Calibrate: how many calls make one sample of at least target_sample_s.
+    inner, elapsed = 1, 0.0
+    while True:
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        elapsed = time.perf_counter() - t0
+        if elapsed >= cfg.target_sample_s or inner >= 1 << 16:
+            break
+        inner *= 2 if elapsed <= 0 else max(2, min(16, int(cfg.target_sample_s / elapsed) + 1))
+    per_sample = max(elapsed, 1e-9)
+    reps = int(min(cfg.max_reps, max(cfg.min_reps, math.ceil(cfg.min_time_s / per_sample))))
+    samples = []
+    gc_was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            for _ in range(inner):
+                fn()
+            samples.append((time.perf_counter() - t0) * 1e3 / inner)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return summarize(samples, "perf_counter" if inner == 1 else f"perf_counter/x{inner}")
+
+
+def time_cuda(fn: Callable[[], object], cfg: TimerConfig, *, cudagraph: bool) -> Stats:
+    """Median / p20 / p80 device time of ``fn()`` with Triton's benchmarking helpers.
+
+    ``cudagraph=True`` tries ``do_bench_cudagraph`` and falls back to ``do_bench`` when the
+    callable cannot be captured (the fallback is visible in the ``timer`` column).
+    """
+    from triton.testing import do_bench, do_bench_cudagraph
+
+    if cudagraph:
+        try:
+            samples = do_bench_cudagraph(fn, rep=cfg.cuda_rep_ms, return_mode="all")
+            torch.cuda.synchronize()
+            return summarize(samples, "do_bench_cudagraph")
+        except Exception:  # capture failed (e.g. a host sync inside fn): measure un-captured
+            torch.cuda.synchronize()
+    samples = do_bench(fn, warmup=cfg.cuda_warmup_ms, rep=cfg.cuda_rep_ms, return_mode="all")
+    return summarize(samples, "do_bench")
+
+
+def time_fn(fn: Callable[[], object], device: torch.device, cfg: TimerConfig, *,
+            numel: Optional[int] = None, cudagraph: Optional[bool] = None) -> Stats:
+    """Dispatch to the CPU or CUDA timer; tiny CUDA shapes use the CUDA-graph timer."""
+    if device.type == "cuda":
+        if cudagraph is None:
+            cudagraph = numel is not None and numel <= CUDAGRAPH_MAX_NUMEL
+        return time_cuda(fn, cfg, cudagraph=cudagraph)
+    return time_cpu(fn, cfg)
+
+
+class CopyBaseline:
+    """Time of a plain copy moving the same number of bytes (read n/2, write n/2).
+
+    Measured once per byte count and timer kind per run, with the same timer as the op,
+    so ``pct_of_copy = 100 * t_copy / t_op`` is the fraction of the achievable memory
+    bandwidth (device-to-device on CUDA, RAM on CPU) at that size.
+    """
+
+    def __init__(self, device: torch.device, cfg: TimerConfig):
+        self.device, self.cfg = device, cfg
+        self._cache: dict = {}
+
+    def time(self, nbytes: int, *, numel: Optional[int] = None) -> Stats:
+        cudagraph = self.device.type == "cuda" and numel is not None and numel <= CUDAGRAPH_MAX_NUMEL
+        key = (nbytes, cudagraph)
+        if key not in self._cache:
+            half = max(nbytes // 2, 1)
+            src = torch.empty(half, dtype=torch.uint8, device=self.device).fill_(1)
+            dst = torch.empty_like(src)
+            self._cache[key] = time_fn(lambda: dst.copy_(src), self.device, self.cfg,
+                                       cudagraph=cudagraph)
+        return self._cache[key]
+
+
+def saved_tensor_bytes(fn: Callable[[], object], inputs: Sequence[torch.Tensor]) -> int:
+    """Bytes autograd keeps alive for backward in one call of ``fn`` (inputs excluded)."""
+    input_storages = {t.untyped_storage().data_ptr() for t in inputs if isinstance(t, torch.Tensor)}
+    seen: dict = {}
+
+    def pack(t: torch.Tensor):
+        try:
+            storage = t.untyped_storage()
+            ptr = storage.data_ptr()
+            if ptr not in input_storages and ptr not in seen:
+                seen[ptr] = storage.nbytes()
+        except (RuntimeError, NotImplementedError):  # e.g. a tensor without storage
+            seen[id(t)] = t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    del out
+    return int(sum(seen.values()))
+
+
+def cuda_peak_bytes(fn: Callable[[], object], device: torch.device) -> int:
+    """Extra CUDA memory at the peak of one call (outputs + saved + temporaries)."""
+    torch.cuda.synchronize(device)
+    base = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    out = fn()
+    torch.cuda.synchronize(device)
+    peak = torch.cuda.max_memory_allocated(device) - base
+    del out
+    return int(peak)
+
+
+def cuda_kernel_launches(fn: Callable[[], object]) -> int:
+    """Number of device kernels one call of ``fn`` launches (profiler records)."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    n = 0
+    for evt in prof.events():
+        if getattr(evt, "device_type", None) == DeviceType.CUDA:
+            name = evt.name.lower()
+            if not (name.startswith("memset") or name.startswith("memcpy")):
+                n += 1
+    return n
+
+
+class _OpCounter(torch.utils._python_dispatch.TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        # views/aliases (``p.data`` is an ``aten.detach``) move no data: not counted
+        if not getattr(func, "is_view", False):
+            self.calls += 1
+        return func(*args, **(kwargs or {}))
+
+
+def cpu_op_calls(fn: Callable[[], object]) -> int:
+    """Data-moving operator calls one call of ``fn`` makes below autograd (views excluded)."""
+    counter = _OpCounter()
+    with counter:
+        fn()
+    return counter.calls
+
+
+def launches(fn: Callable[[], object], device: torch.device) -> int:
+    """Kernel launches (CUDA) or dispatcher-level operator calls (CPU) of one call."""
+    if device.type == "cuda":
+        return cuda_kernel_launches(fn)
+    return cpu_op_calls(fn)
