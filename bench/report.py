@@ -262,11 +262,13 @@ def write_plots(out_dir: Path, slug: str, rows: List[Dict]) -> List[Path]:
         handles, labels = axes[0][0].get_legend_handles_labels()
         if handles:
             fig.legend(handles, labels, loc="upper center", ncol=min(4, len(labels)), fontsize=8,
-                       bbox_to_anchor=(0.5, 1.0))
-        fig.suptitle(slug, y=1.04 if len(modes) == 1 else 1.01, fontsize=9)
-        fig.tight_layout(rect=(0, 0, 1, 0.93 if len(modes) > 1 else 0.85))
+                       bbox_to_anchor=(0.5, 1 - 0.15 / fig.get_figheight()))
+        fig.suptitle(slug, fontsize=9, y=0.995)
+        top = 1 - 0.9 / fig.get_figheight()  # leave room for the legend above the panels
+        fig.subplots_adjust(left=0.08, right=0.98, bottom=0.35 / len(modes) + 0.05 if len(modes) > 1 else 0.14,
+                            top=top, hspace=0.45, wspace=0.22)
         path = out_dir / f"{slug}-{op}.png"
-        fig.savefig(path, dpi=110, bbox_inches="tight")
+        fig.savefig(path, dpi=100)
         plt.close(fig)
         written.append(path)
     return written

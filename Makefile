@@ -1,0 +1,39 @@
+# The two commands of the README: `make demo` and `make test`. Both create and
+# reuse a virtual environment that sees the system's packages (a torch already
+# installed, a CUDA build say, is used rather than replaced), install torch only
+# if it is missing, then the other dependencies, then build the extension.
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_VERSION ?= 2.13.0
+SOURCES := setup.py $(shell find csrc -type f 2>/dev/null)
+
+.PHONY: demo test build bench clean
+
+demo: $(VENV)/.built
+	$(VENV)/bin/fastgen demo
+
+test: $(VENV)/.built
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+bench: $(VENV)/.built
+	$(PY) -m bench
+
+build: $(VENV)/.built
+
+$(PY):
+	python3 -m venv --system-site-packages $(VENV)
+
+$(VENV)/.deps: $(PY) pyproject.toml
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install "torch==$(TORCH_VERSION)"
+	$(PY) -m pip install numpy ninja setuptools wheel pytest pytest-benchmark tqdm matplotlib scikit-learn
+	$(PY) -m pip install triton || echo "Triton could not be installed: its tests will be skipped"
+	touch $@
+
+$(VENV)/.built: $(VENV)/.deps $(SOURCES)
+	FASTGEN_BUILD_EXT=0 $(PY) -m pip install --no-build-isolation --no-deps -e .
+	MAX_JOBS=$${MAX_JOBS:-2} $(PY) setup.py -q build_ext --inplace
+	touch $@
+
+clean:
+	rm -rf build fastgen/_C*.so $(VENV)/.built

@@ -1,0 +1,52 @@
+// CPU kernel of clamp_: every tensor of a list clamped in place, the list cut
+// into fixed-size chunks spread over the threads in one parallel region.
+#include <torch/library.h>
+
+#include "kernel_utils.h"
+
+namespace fastgen::cpu {
+namespace {
+
+struct ClampChunk {
+  int64_t tensor;
+  int64_t begin;
+  int64_t end;
+};
+
+void clamp_cpu(at::TensorList tensors, double min_value, double max_value) {
+  TORCH_CHECK(min_value <= max_value, "fastgen.clamp_: min (", min_value, ") must not exceed max (", max_value, ")");
+  if (tensors.empty()) return;
+  const at::ScalarType dtype = tensors[0].scalar_type();
+  std::vector<ClampChunk> chunks;
+  for (int64_t t = 0; t < static_cast<int64_t>(tensors.size()); ++t) {
+    const at::Tensor& tensor = tensors[t];
+    TORCH_CHECK(tensor.scalar_type() == dtype && tensor.device().is_cpu(),
+                "fastgen.clamp_: every tensor of a group must share one dtype and the CPU; tensor ", t, " is ",
+                tensor.scalar_type(), " on ", tensor.device());
+    TORCH_CHECK(tensor.is_contiguous() || tensor.numel() == 0, "fastgen.clamp_: tensor ", t,
+                " must be contiguous (fastgen.clamp_ handles other layouts before calling the kernel)");
+    for (int64_t begin = 0; begin < tensor.numel(); begin += kGrain) {
+      chunks.push_back({t, begin, std::min(tensor.numel(), begin + kGrain)});
+    }
+  }
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "clamp_cpu", [&] {
+    const Vec<scalar_t> low(static_cast<scalar_t>(min_value)), high(static_cast<scalar_t>(max_value));
+    at::parallel_for(0, static_cast<int64_t>(chunks.size()), 1, [&](int64_t first, int64_t last) {
+      for (int64_t c = first; c < last; ++c) {
+        scalar_t* data = tensors[chunks[c].tensor].data_ptr<scalar_t>();
+        int64_t i = chunks[c].begin;
+        for (; i + Vec<scalar_t>::size() <= chunks[c].end; i += Vec<scalar_t>::size()) {
+          at::vec::clamp(Vec<scalar_t>::loadu(data + i), low, high).store(data + i);
+        }
+        const int64_t rest = chunks[c].end - i;
+        if (rest > 0) at::vec::clamp(Vec<scalar_t>::loadu(data + i, rest), low, high).store(data + i, rest);
+      }
+    });
+  });
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastgen, CPU, m) { m.impl("clamp_", &clamp_cpu); }
+
+}  // namespace fastgen::cpu

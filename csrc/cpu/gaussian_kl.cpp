@@ -1,0 +1,105 @@
+// CPU kernels of gaussian_kl: per-row sums of KL(N(mu, e^logvar) || prior),
+// the prior N(0, I) or a diagonal Gaussian that may broadcast over rows.
+#include <torch/library.h>
+
+#include "kernel_utils.h"
+#include "row_shape.h"
+
+namespace fastgen::cpu {
+namespace {
+
+at::Tensor gaussian_kl_cpu(const at::Tensor& mu, const at::Tensor& logvar,
+                           const std::optional<at::Tensor>& prior_mu_opt,
+                           const std::optional<at::Tensor>& prior_logvar_opt, int64_t event_dims) {
+  const at::Tensor prior_mu = prior_mu_opt.value_or(at::Tensor());
+  const at::Tensor prior_logvar = prior_logvar_opt.value_or(at::Tensor());
+  const RowShape shape = row_shape(mu, {&logvar, &prior_mu, &prior_logvar}, event_dims, "gaussian_kl");
+  at::Tensor out = at::empty({shape.rows}, mu.options().dtype(row_sum_dtype(mu.scalar_type())));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, mu.scalar_type(), "gaussian_kl_cpu", [&] {
+    using opmath = opmath_t<scalar_t>;
+    const RowOperand<scalar_t> m(mu), lv(logvar), pm(prior_mu), plv(prior_logvar);
+    const int64_t cols = shape.cols;
+    row_sums<opmath>(shape.rows, cols, out.data_ptr<opmath>(), [&](int64_t r, int64_t c0, int64_t n, opmath* terms) {
+      alignas(64) opmath m_buf[kBlock], lv_buf[kBlock], pm_buf[kBlock], plv_buf[kBlock];
+      const opmath* mv = load_block(m.row(r, cols) + c0, n, m_buf);
+      const opmath* lvv = load_block(lv.row(r, cols) + c0, n, lv_buf);
+      if (!pm.defined() && !plv.defined()) {
+        for_each_vector<opmath>(n, [&](int64_t i) {
+          kl_std_normal(Vec<opmath>::loadu(mv + i), Vec<opmath>::loadu(lvv + i)).store(terms + i);
+        });
+        return;
+      }
+      // A missing half of the prior is its N(0, 1) value: mean 0 or log-variance 0.
+      const opmath* pmv = pm.defined() ? load_block(pm.row(r, cols) + c0, n, pm_buf) : nullptr;
+      const opmath* plvv = plv.defined() ? load_block(plv.row(r, cols) + c0, n, plv_buf) : nullptr;
+      for_each_vector<opmath>(n, [&](int64_t i) {
+        const Vec<opmath> prior_mean = pmv ? Vec<opmath>::loadu(pmv + i) : Vec<opmath>(opmath(0));
+        const Vec<opmath> prior_lv = plvv ? Vec<opmath>::loadu(plvv + i) : Vec<opmath>(opmath(0));
+        kl_diag_normal(Vec<opmath>::loadu(mv + i), Vec<opmath>::loadu(lvv + i), prior_mean, prior_lv)
+            .store(terms + i);
+      });
+    });
+  });
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> gaussian_kl_backward_cpu(
+    const at::Tensor& grad_in, const at::Tensor& mu, const at::Tensor& logvar,
+    const std::optional<at::Tensor>& prior_mu_opt, const std::optional<at::Tensor>& prior_logvar_opt,
+    int64_t event_dims, bool prior_logvar_grad) {
+  const at::Tensor prior_mu = prior_mu_opt.value_or(at::Tensor());
+  const at::Tensor prior_logvar = prior_logvar_opt.value_or(at::Tensor());
+  const RowShape shape = row_shape(mu, {&logvar, &prior_mu, &prior_logvar}, event_dims, "gaussian_kl_backward");
+  const at::Tensor grad = grad_in.to(row_sum_dtype(mu.scalar_type())).contiguous();
+  TORCH_CHECK(grad.numel() == shape.rows, "fastgen.gaussian_kl_backward: grad has ", grad.numel(),
+              " elements, expected ", shape.rows);
+  // Gradients of broadcast operands come back at full size; ops.py sums them down.
+  const int64_t total = shape.rows * shape.cols;
+  at::Tensor grad_mu = at::empty({total}, mu.options());
+  at::Tensor grad_logvar = at::empty({total}, mu.options());
+  at::Tensor grad_prior_logvar = at::empty({prior_logvar_grad ? total : 0}, mu.options());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, mu.scalar_type(), "gaussian_kl_backward_cpu", [&] {
+    using opmath = opmath_t<scalar_t>;
+    const RowOperand<scalar_t> m(mu), lv(logvar), pm(prior_mu), plv(prior_logvar);
+    const opmath* g_ptr = grad.const_data_ptr<opmath>();
+    scalar_t* gm_ptr = grad_mu.data_ptr<scalar_t>();
+    scalar_t* glv_ptr = grad_logvar.data_ptr<scalar_t>();
+    scalar_t* gplv_ptr = prior_logvar_grad ? grad_prior_logvar.data_ptr<scalar_t>() : nullptr;
+    const int64_t cols = shape.cols;
+    for_each_row_block(shape.rows, cols, [&](int64_t r, int64_t c0, int64_t n) {
+      alignas(64) opmath m_buf[kBlock], lv_buf[kBlock], pm_buf[kBlock], plv_buf[kBlock];
+      alignas(64) opmath gm_buf[kBlock], glv_buf[kBlock], gplv_buf[kBlock];
+      const opmath* mv = load_block(m.row(r, cols) + c0, n, m_buf);
+      const opmath* lvv = load_block(lv.row(r, cols) + c0, n, lv_buf);
+      const opmath* pmv = pm.defined() ? load_block(pm.row(r, cols) + c0, n, pm_buf) : nullptr;
+      const opmath* plvv = plv.defined() ? load_block(plv.row(r, cols) + c0, n, plv_buf) : nullptr;
+      const int64_t offset = r * cols + c0;
+      opmath* gm = output_block(gm_ptr + offset, n, gm_buf);
+      opmath* glv = output_block(glv_ptr + offset, n, glv_buf);
+      opmath* gplv = gplv_ptr ? output_block(gplv_ptr + offset, n, gplv_buf) : nullptr;
+      const Vec<opmath> g(g_ptr[r]);
+      for_each_vector<opmath>(n, [&](int64_t i) {
+        const Vec<opmath> prior_mean = pmv ? Vec<opmath>::loadu(pmv + i) : Vec<opmath>(opmath(0));
+        const Vec<opmath> prior_lv = plvv ? Vec<opmath>::loadu(plvv + i) : Vec<opmath>(opmath(0));
+        const KlDiagGrads<Vec<opmath>> d =
+            kl_diag_normal_grads(Vec<opmath>::loadu(mv + i), Vec<opmath>::loadu(lvv + i), prior_mean, prior_lv);
+        (g * d.mu).store(gm + i);
+        (g * d.logvar).store(glv + i);
+        if (gplv) (g * d.prior_logvar).store(gplv + i);
+      });
+      store_block(gm_ptr + offset, gm, n);
+      store_block(glv_ptr + offset, glv, n);
+      if (gplv) store_block(gplv_ptr + offset, gplv, n);
+    });
+  });
+  return {grad_mu, grad_logvar, grad_prior_logvar};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastgen, CPU, m) {
+  m.impl("gaussian_kl", &gaussian_kl_cpu);
+  m.impl("gaussian_kl_backward", &gaussian_kl_backward_cpu);
+}
+
+}  // namespace fastgen::cpu

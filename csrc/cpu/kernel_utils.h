@@ -1,0 +1,244 @@
+// Building blocks shared by the CPU kernels: blocks of elements converted to
+// the compute type, rows with broadcast operands, deterministic parallel row
+// sums, the noise stream in SIMD form, and seeding from the CPU generator.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <mutex>
+#include <type_traits>
+#include <vector>
+
+// vec_math.h first: see there.
+#include "vec_math.h"
+#include "fastgen/philox.h"
+
+namespace fastgen::cpu {
+
+// Elements per block: a handful of operands of this size stay in L1.
+constexpr int64_t kBlock = 256;
+// Columns per parallel task of a row sum: long rows are split into chunks of
+// this many columns whose partial sums are added in a fixed order, so results
+// do not depend on the number of threads.
+constexpr int64_t kChunk = 16384;
+// Elements per parallel task of an elementwise kernel.
+constexpr int64_t kGrain = 32768;
+
+template <typename scalar_t>
+using opmath_t = at::opmath_type<scalar_t>;
+
+// Rounds n up to whole SIMD vectors of S.
+template <typename S>
+constexpr int64_t vec_padded(int64_t n) {
+  constexpr int64_t width = Vec<S>::size();
+  return (n + width - 1) / width * width;
+}
+
+// An input whose flattened data repeats to fill the op's rows x cols: the
+// full tensor (period rows * cols) or a broadcast one such as a learned prior
+// of shape (D,) (period D). Row r begins at element (r * cols) % period.
+template <typename scalar_t>
+struct RowOperand {
+  const scalar_t* data = nullptr;
+  int64_t period = 1;
+
+  RowOperand() = default;
+  explicit RowOperand(const at::Tensor& t)
+      : data(t.defined() ? t.const_data_ptr<scalar_t>() : nullptr),
+        period(t.defined() ? std::max<int64_t>(t.numel(), 1) : 1) {}
+
+  bool defined() const { return data != nullptr; }
+  const scalar_t* row(int64_t r, int64_t cols) const { return data + (r * cols) % period; }
+};
+
+// Returns a pointer to n elements of src in the compute type, padded with
+// zeros to whole vectors. Full blocks of an input already in the compute type
+// are read in place; anything else is converted into buf (kBlock elements).
+template <typename opmath, typename scalar_t>
+inline const opmath* load_block(const scalar_t* src, int64_t n, opmath* buf) {
+  if constexpr (std::is_same_v<scalar_t, opmath>) {
+    if (n == kBlock) return src;
+  }
+  for (int64_t i = 0; i < n; ++i) buf[i] = static_cast<opmath>(src[i]);
+  for (int64_t i = n; i < vec_padded<opmath>(n); ++i) buf[i] = opmath(0);
+  return buf;
+}
+
+// Where a kernel writes n results for dst: dst itself when it holds the
+// compute type and the block is full, else buf, which store_block converts.
+template <typename opmath, typename scalar_t>
+inline opmath* output_block(scalar_t* dst, int64_t n, opmath* buf) {
+  if constexpr (std::is_same_v<scalar_t, opmath>) {
+    if (n == kBlock) return dst;
+  }
+  return buf;
+}
+
+template <typename opmath, typename scalar_t>
+inline void store_block(scalar_t* dst, const opmath* results, int64_t n) {
+  if (static_cast<const void*>(dst) == static_cast<const void*>(results)) return;
+  for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<scalar_t>(results[i]);
+}
+
+// Applies fn(i) for i = 0, W, 2W, ... < n, W the vector width of S: the body
+// of a block loop over padded buffers.
+template <typename S, typename Fn>
+inline void for_each_vector(int64_t n, const Fn& fn) {
+  for (int64_t i = 0; i < n; i += Vec<S>::size()) fn(i);
+}
+
+// Sum of the first n values of a padded buffer.
+template <typename S>
+inline Vec<S> sum_block(const S* values, int64_t n) {
+  Vec<S> acc(S(0));
+  int64_t i = 0;
+  for (; i + Vec<S>::size() <= n; i += Vec<S>::size()) acc = acc + Vec<S>::loadu(values + i);
+  if (i < n) acc = acc + Vec<S>::loadu(values + i, n - i);
+  return acc;
+}
+
+template <typename S>
+inline S sum_lanes(const Vec<S>& v) {
+  alignas(64) S lanes[Vec<S>::size()];
+  v.store(lanes);
+  S total = S(0);
+  for (int64_t i = 0; i < Vec<S>::size(); ++i) total += lanes[i];
+  return total;
+}
+
+// out[r] = sum over the row's columns of the per-element terms that
+// terms(r, col0, n, values) writes into values[0, n) for each block.
+// Parallel over (row, column chunk); deterministic for any thread count.
+template <typename S, typename Terms>
+void row_sums(int64_t rows, int64_t cols, S* out, const Terms& terms) {
+  if (rows == 0) return;
+  if (cols == 0) {
+    std::fill(out, out + rows, S(0));
+    return;
+  }
+  const int64_t chunks = (cols + kChunk - 1) / kChunk;
+  auto chunk_sum = [&](int64_t r, int64_t chunk) {
+    alignas(64) S values[kBlock];
+    Vec<S> acc(S(0));
+    const int64_t end = std::min(cols, (chunk + 1) * kChunk);
+    for (int64_t c0 = chunk * kChunk; c0 < end; c0 += kBlock) {
+      const int64_t n = std::min(kBlock, end - c0);
+      terms(r, c0, n, values);
+      acc = acc + sum_block(values, n);
+    }
+    return sum_lanes(acc);
+  };
+  const int64_t grain = std::max<int64_t>(1, kGrain / std::min(cols, kChunk));
+  if (chunks == 1) {
+    at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) out[r] = chunk_sum(r, 0);
+    });
+    return;
+  }
+  std::vector<S> partial(rows * chunks);
+  at::parallel_for(0, rows * chunks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) partial[task] = chunk_sum(task / chunks, task % chunks);
+  });
+  for (int64_t r = 0; r < rows; ++r) {
+    S total = S(0);
+    for (int64_t chunk = 0; chunk < chunks; ++chunk) total += partial[r * chunks + chunk];
+    out[r] = total;
+  }
+}
+
+// Calls fn(r, col0, n) for every block of every row, in parallel.
+template <typename Fn>
+void for_each_row_block(int64_t rows, int64_t cols, const Fn& fn) {
+  if (rows == 0 || cols == 0) return;
+  const int64_t blocks_per_row = (cols + kBlock - 1) / kBlock;
+  const int64_t grain = std::max<int64_t>(1, kGrain / std::min(cols, kBlock));
+  at::parallel_for(0, rows * blocks_per_row, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t r = task / blocks_per_row;
+      const int64_t c0 = (task % blocks_per_row) * kBlock;
+      fn(r, c0, std::min(kBlock, cols - c0));
+    }
+  });
+}
+
+// ------------------------------------------------------------------- noise
+
+// The seed and base counter offset of one call, as kept for backward.
+struct PhiloxState {
+  uint64_t seed;
+  uint64_t offset;
+};
+
+// Draws a fresh 64-bit seed from the CPU generator (the default one unless
+// given); the base offset is 0 (design.md, "The noise stream").
+inline PhiloxState next_cpu_philox_state(const std::optional<at::Generator>& generator) {
+  auto* gen = at::get_generator_or_default<at::CPUGeneratorImpl>(
+      generator, at::detail::getDefaultCPUGenerator());
+  std::lock_guard<std::mutex> lock(gen->mutex_);
+  return {gen->random64(), 0};
+}
+
+// int64 tensor [seed, offset]: the op's rng_state output.
+inline at::Tensor philox_state_tensor(const PhiloxState& state) {
+  at::Tensor t = at::empty({2}, at::TensorOptions().dtype(at::kLong));
+  t.data_ptr<int64_t>()[0] = static_cast<int64_t>(state.seed);
+  t.data_ptr<int64_t>()[1] = static_cast<int64_t>(state.offset);
+  return t;
+}
+
+inline PhiloxState philox_state_from_tensor(const at::Tensor& rng_state) {
+  TORCH_CHECK(rng_state.scalar_type() == at::kLong && rng_state.numel() == 2,
+              "fastgen: rng_state must be an int64 tensor [seed, offset], got ",
+              rng_state.scalar_type(), " with ", rng_state.numel(), " elements");
+  const at::Tensor host = rng_state.contiguous();
+  return {static_cast<uint64_t>(host.const_data_ptr<int64_t>()[0]),
+          static_cast<uint64_t>(host.const_data_ptr<int64_t>()[1])};
+}
+
+// Writes elements [first, first + n) of the stream (n <= kBlock) to eps:
+// Philox counters for the covering groups of four, then Box-Muller on SIMD
+// lanes, then the lanes in element order.
+inline void normal_block(const PhiloxState& state, int64_t first, int64_t n, float* eps) {
+  constexpr int64_t kMaxGroups = vec_padded<float>(kBlock / 4 + 1);
+  alignas(64) float uniform[4][kMaxGroups];
+  alignas(64) float normal[4][kMaxGroups];
+  const int64_t first_group = first / 4;
+  const int64_t groups = (first + n - 1) / 4 - first_group + 1;
+  for (int64_t g = 0; g < groups; ++g) {
+    const Philox4 bits = philox4x32_10(state.seed, state.offset + first_group + g);
+    for (int lane = 0; lane < 4; ++lane) uniform[lane][g] = uint32_to_uniform(bits.x[lane]);
+  }
+  for_each_vector<float>(groups, [&](int64_t g) {
+    for (int pair = 0; pair < 2; ++pair) {
+      Vec<float> n1, n2;
+      box_muller(Vec<float>::loadu(uniform[2 * pair] + g), Vec<float>::loadu(uniform[2 * pair + 1] + g),
+                 n1, n2);
+      n1.store(normal[2 * pair] + g);
+      n2.store(normal[2 * pair + 1] + g);
+    }
+  });
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t element = first + i;
+    eps[i] = normal[element % 4][element / 4 - first_group];
+  }
+}
+
+// As normal_block, in the compute type of the op (double ops read float noise).
+template <typename opmath>
+inline void normal_block_as(const PhiloxState& state, int64_t first, int64_t n, opmath* eps) {
+  if constexpr (std::is_same_v<opmath, float>) {
+    normal_block(state, first, n, eps);
+  } else {
+    alignas(64) float buf[kBlock];
+    normal_block(state, first, n, buf);
+    for (int64_t i = 0; i < n; ++i) eps[i] = static_cast<opmath>(buf[i]);
+  }
+  for (int64_t i = n; i < vec_padded<opmath>(n); ++i) eps[i] = opmath(0);
+}
+
+}  // namespace fastgen::cpu

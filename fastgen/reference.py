@@ -1,0 +1,179 @@
+"""The textbook PyTorch definition of every fastgen op.
+
+This is the one place the formulas live in Python. The tests hold every
+backend to these functions, and `fastgen` falls back to them when its
+extension is not built. They take the same arguments as the public ops in
+`fastgen.ops` (argument checking happens there) and are differentiable by
+plain autograd.
+
+The noise of `reparameterize` follows design.md's stream exactly: element i of
+the flattened output is lane i % 4 of Philox4x32-10 (Triton's `randn4x`) at
+counter base_offset + i // 4, written here with int64 tensor arithmetic.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+_MASK32 = 0xFFFFFFFF
+_PHILOX_KEY_A = 0x9E3779B9
+_PHILOX_KEY_B = 0xBB67AE85
+_PHILOX_ROUND_A = 0xD2511F53
+_PHILOX_ROUND_B = 0xCD9E8D57
+# Triton's uint_to_uniform_float scale for 32-bit words: the largest value with
+# (2^31 - 1) * scale < 1 in float32.
+_UNIFORM_SCALE = 4.6566127342e-10
+
+
+def _mulhilo32(a: int, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """High and low 32-bit words of a * b for a 32-bit constant a and words b.
+
+    b is split into 16-bit halves so that no partial product leaves int64.
+    """
+    low_product = a * (b & 0xFFFF)
+    high_product = a * (b >> 16)
+    low_sum = low_product + ((high_product & 0xFFFF) << 16)
+    return (high_product >> 16) + (low_sum >> 32), low_sum & _MASK32
+
+
+def philox4x32_10(seed: int | torch.Tensor, counters: torch.Tensor) -> list[torch.Tensor]:
+    """Four 32-bit words (as int64 tensors) of Philox4x32-10 for each counter.
+
+    The counter words are (counter low, counter high, 0, 0) and the key is
+    (seed low, seed high), as in Triton's `randint4x`. `seed` may be a Python
+    int or an int64 tensor (read on the device, so CUDA graphs replay it).
+    """
+    seed = torch.as_tensor(seed, dtype=torch.int64, device=counters.device)
+    c0 = counters & _MASK32
+    c1 = (counters >> 32) & _MASK32
+    c2 = torch.zeros_like(c0)
+    c3 = torch.zeros_like(c0)
+    k0 = seed & _MASK32
+    k1 = (seed >> 32) & _MASK32
+    for _ in range(10):
+        hi_b, lo_b = _mulhilo32(_PHILOX_ROUND_B, c2)
+        hi_a, lo_a = _mulhilo32(_PHILOX_ROUND_A, c0)
+        c0, c1, c2, c3 = hi_b ^ c1 ^ k0, lo_b, hi_a ^ c3 ^ k1, lo_a
+        k0 = (k0 + _PHILOX_KEY_A) & _MASK32
+        k1 = (k1 + _PHILOX_KEY_B) & _MASK32
+    return [c0, c1, c2, c3]
+
+
+def _uniform(word: torch.Tensor) -> torch.Tensor:
+    """Triton's uint_to_uniform_float: the word as int32, ~x for negatives, times the scale."""
+    as_int32 = torch.where(word >= 2**31, word - 2**32, word)
+    folded = torch.where(as_int32 < 0, -as_int32 - 1, as_int32)
+    return folded.to(torch.float32) * _UNIFORM_SCALE
+
+
+def philox_normal(
+    numel: int, seed: int | torch.Tensor, offset: int | torch.Tensor = 0, device=None
+) -> torch.Tensor:
+    """Elements [0, numel) of the stream (seed, offset) as float32 N(0, 1) noise.
+
+    Element i is lane i % 4 of randn4x(seed, offset + i // 4), each pair of
+    lanes turned into normals by Box-Muller: r = sqrt(-2 log max(u1, 1e-7)),
+    theta = 2 pi u2, normals (r cos theta, r sin theta).
+    """
+    groups = (numel + 3) // 4
+    counters = torch.arange(groups, dtype=torch.int64, device=device)
+    counters = counters + torch.as_tensor(offset, dtype=torch.int64, device=device)
+    u = [_uniform(word) for word in philox4x32_10(seed, counters)]
+    normals = []
+    for u1, u2 in ((u[0], u[1]), (u[2], u[3])):
+        radius = torch.sqrt(-2.0 * torch.log(torch.clamp(u1, min=1.0e-7)))
+        theta = 6.283185307179586 * u2
+        normals += [radius * torch.cos(theta), radius * torch.sin(theta)]
+    return torch.stack(normals, dim=-1).reshape(-1)[:numel]
+
+
+def draw_philox_seed(device: torch.device, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A fresh seed from the device's generator, as an int64 tensor on that device."""
+    return torch.randint(-(2**63), 2**63 - 1, (), dtype=torch.int64, device=device, generator=generator)
+
+
+def _reduce(per_sample: torch.Tensor, reduction: str) -> torch.Tensor:
+    if reduction == "sum":
+        return per_sample.sum()
+    if reduction == "mean":
+        return per_sample.mean()
+    return per_sample
+
+
+def _sum_events(terms: torch.Tensor, event_dims: int) -> torch.Tensor:
+    if event_dims == 0:
+        return terms
+    return terms.sum(dim=tuple(range(terms.dim() - event_dims, terms.dim())))
+
+
+def _compute_dtype(*tensors: torch.Tensor | None) -> torch.dtype:
+    """float64 if any input is float64, else float32: half types compute in float32."""
+    if any(t is not None and t.dtype == torch.float64 for t in tensors):
+        return torch.float64
+    return torch.float32
+
+
+def reparameterize(mu, logvar, *, num_samples=None, generator=None):
+    """z = mu + exp(logvar / 2) * eps, eps ~ N(0, I); shape (num_samples, *mu.shape) when given."""
+    shape = torch.broadcast_shapes(mu.shape, logvar.shape)
+    if num_samples is not None:
+        shape = (num_samples, *shape)
+    seed = draw_philox_seed(mu.device, generator)
+    numel = math.prod(shape)
+    eps = philox_normal(numel, seed, 0, device=mu.device).reshape(shape)
+    dtype = torch.promote_types(mu.dtype, logvar.dtype)
+    return (mu + torch.exp(0.5 * logvar) * eps.to(_compute_dtype(mu, logvar))).to(dtype)
+
+
+def gaussian_kl(mu, logvar, prior_mu=None, prior_logvar=None, *, event_dims=1, reduction="none"):
+    """KL(N(mu, e^logvar) || N(prior_mu, e^prior_logvar)), summed over the event dims.
+
+    Per element: (plv - lv + (e^lv + (mu - pm)^2) e^-plv - 1) / 2, with pm = 0 and
+    plv = 0 for a missing prior (N(0, I)): (e^lv + mu^2 - 1 - lv) / 2.
+    """
+    dtype = _compute_dtype(mu, logvar, prior_mu, prior_logvar)
+    mu, logvar = mu.to(dtype), logvar.to(dtype)
+    if prior_mu is None and prior_logvar is None:
+        terms = 0.5 * (torch.exp(logvar) + mu * mu - 1.0 - logvar)
+    else:
+        pm = torch.zeros((), dtype=dtype, device=mu.device) if prior_mu is None else prior_mu.to(dtype)
+        plv = torch.zeros((), dtype=dtype, device=mu.device) if prior_logvar is None else prior_logvar.to(dtype)
+        terms = 0.5 * (plv - logvar + (torch.exp(logvar) + (mu - pm) ** 2) * torch.exp(-plv) - 1.0)
+    return _reduce(_sum_events(terms, event_dims), reduction)
+
+
+def reparameterize_kl(mu, logvar, *, num_samples=None, generator=None, event_dims=1):
+    """(reparameterize(mu, logvar), per-sample KL(N(mu, e^logvar) || N(0, I)))."""
+    z = reparameterize(mu, logvar, num_samples=num_samples, generator=generator)
+    return z, gaussian_kl(mu, logvar, event_dims=event_dims)
+
+
+def bernoulli_log_likelihood(logits, target, *, event_dims=1, reduction="none"):
+    """sum(target * logits - softplus(logits)) over the event dims: log Bernoulli(target; sigmoid(logits))."""
+    dtype = _compute_dtype(logits, target)
+    logits, target = logits.to(dtype), target.to(dtype)
+    terms = target * logits - torch.nn.functional.softplus(logits)
+    return _reduce(_sum_events(terms, event_dims), reduction)
+
+
+def gaussian_log_likelihood(x, mean, logvar=None, *, event_dims=1, reduction="none"):
+    """sum over the event dims of -(log 2 pi + logvar + (x - mean)^2 e^-logvar) / 2 (logvar = 0 if None)."""
+    dtype = _compute_dtype(x, mean, logvar)
+    diff = x.to(dtype) - mean.to(dtype)
+    if logvar is None:
+        terms = -0.5 * (LOG_2PI + diff * diff)
+    else:
+        logvar = logvar.to(dtype)
+        terms = -0.5 * (LOG_2PI + logvar + diff * diff * torch.exp(-logvar))
+    return _reduce(_sum_events(terms, event_dims), reduction)
+
+
+@torch.no_grad()
+def clamp_(tensors, min, max):
+    """Clamps every tensor of the list to [min, max] in place."""
+    for t in tensors:
+        t.clamp_(min, max)

@@ -1,0 +1,547 @@
+"""One training loop for every model family: progress, evaluation, plots, checkpoints, DDP.
+
+``fit`` relies only on the model interface of :class:`fastgen.models.GenerativeModel`
+(``step``, ``evaluate``, ``sample``, ``optimizers``, ``distribute``, ``set_autocast``), so
+VAEs and GANs train the same way. Files written to ``out_dir`` (rank 0 only):
+
+* ``metrics.csv``: one row per epoch: ``epoch``, ``step``, ``train_<metric>`` (mean over
+  the epoch's steps and ranks), ``eval_<metric>`` (mean over the held-out set);
+* ``samples.png`` (and ``samples/epoch_NNN.png``): a grid of samples from fixed noise;
+* ``curves.png``: every metric against the epoch;
+* ``checkpoint.pt``: model, optimizers, epoch, metrics history and every RNG state
+  (torch CPU and CUDA, Python, NumPy, the data-order generator), so ``resume=True``
+  continues exactly as if training had never stopped.
+
+Checkpoints hold only tensors and primitive containers and are read with
+``torch.load(weights_only=True)``: loading one cannot execute code.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.data.distributed import DistributedSampler
+
+__all__ = ["fit", "load_checkpoint", "save_checkpoint", "CheckpointError", "TrainingDivergedError",
+           "save_image_grid", "save_curves", "CHECKPOINT_NAME"]
+
+CHECKPOINT_NAME = "checkpoint.pt"
+METRICS_NAME = "metrics.csv"
+SAMPLES_NAME = "samples.png"
+CURVES_NAME = "curves.png"
+_CHECKPOINT_FORMAT = "fastgen.checkpoint"
+_CHECKPOINT_VERSION = 1
+_REQUIRED_KEYS = ("format", "version", "model", "optimizers", "epoch", "global_step", "history", "rng")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, corrupted, truncated, or does not fit the model."""
+
+
+class TrainingDivergedError(FloatingPointError):
+    """A loss became NaN or infinite; training stopped before updating from it."""
+
+
+# --------------------------------------------------------------------------------------
+# files
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Write via a temporary file in the same folder, then ``os.replace``: readers see the old
+    file or the complete new one, never a partial write (a crash leaves the old one intact)."""
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(temporary)
+        with open(temporary, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        if temporary.exists():
+            temporary.unlink()
+
+
+def save_checkpoint(path: str | os.PathLike, payload: Mapping[str, Any]) -> None:
+    """Atomically ``torch.save`` a checkpoint dictionary."""
+    _atomic_write(Path(path), lambda temporary: torch.save(dict(payload), temporary))
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by :func:`fit` with ``weights_only=True``.
+
+    Raises :class:`CheckpointError` naming the file if it is missing, unreadable (truncated,
+    corrupted, or holding objects other than tensors and primitive containers) or not a
+    fastgen checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # zip, pickle and weights-only errors all mean "unusable file"
+        raise CheckpointError(f"checkpoint {path} is corrupted or truncated and cannot be loaded "
+                              f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from error
+    if not isinstance(payload, dict) or payload.get("format") != _CHECKPOINT_FORMAT:
+        raise CheckpointError(f"checkpoint {path} is not a fastgen checkpoint")
+    missing = [key for key in _REQUIRED_KEYS if key not in payload]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} is incomplete: missing {', '.join(missing)}")
+    if payload["version"] != _CHECKPOINT_VERSION:
+        raise CheckpointError(f"checkpoint {path} has version {payload['version']}, expected {_CHECKPOINT_VERSION}")
+    return payload
+
+
+def _write_metrics_csv(path: Path, history: list[dict[str, float]]) -> None:
+    columns: list[str] = []
+    for row in history:
+        columns += [key for key in row if key not in columns]
+
+    def write(temporary: Path) -> None:
+        with open(temporary, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns, restval="")
+            writer.writeheader()
+            # repr keeps every float bit-exact, so resumed and uninterrupted runs compare equal
+            writer.writerows({key: repr(value) if isinstance(value, float) else value for key, value in row.items()}
+                             for row in history)
+
+    _atomic_write(path, write)
+
+
+def _image_batch(samples: torch.Tensor) -> np.ndarray | None:
+    """``(N, C, H, W)`` / ``(N, H, W)`` samples -> ``(N, H, W[, 3])`` floats in [0, 1], else None."""
+    images = samples.detach().float().cpu()
+    if images.dim() == 4 and images.shape[1] == 1:
+        images = images[:, 0]
+    elif images.dim() == 4 and images.shape[1] == 3:
+        images = images.permute(0, 2, 3, 1)
+    elif images.dim() != 3:
+        return None
+    return images.clamp(0, 1).numpy()
+
+
+def save_image_grid(path: str | os.PathLike, samples: torch.Tensor, *, columns: int = 8, title: str | None = None) -> bool:
+    """Tile samples into one PNG (grey or RGB, 1-pixel gaps, small images upscaled).
+
+    Returns False (and writes nothing) when the samples are not images.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    images = _image_batch(samples)
+    if images is None or len(images) == 0:
+        return False
+    count, height, width = images.shape[:3]
+    # Upscale by whole pixels so 8x8 digits are visible; nearest neighbour keeps them crisp.
+    scale = max(1, 32 // max(height, width))
+    images = images.repeat(scale, axis=1).repeat(scale, axis=2)
+    height, width = height * scale, width * scale
+    rows = math.ceil(count / columns)
+    grid = np.ones((rows * (height + 1) + 1, columns * (width + 1) + 1, *images.shape[3:]), dtype=np.float32)
+    for index, image in enumerate(images):
+        row, column = divmod(index, columns)
+        top, left = 1 + row * (height + 1), 1 + column * (width + 1)
+        grid[top:top + height, left:left + width] = image
+    # Figure + Agg canvas directly: no pyplot, so no global backend switch in the user's process.
+    dpi = 100
+    figure = Figure(figsize=(grid.shape[1] / dpi, grid.shape[0] / dpi + (0.3 if title else 0)), dpi=dpi)
+    FigureCanvasAgg(figure)
+    axes = figure.add_axes((0, 0, 1, grid.shape[0] / (grid.shape[0] + (30 if title else 0))))
+    axes.imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+    axes.set_axis_off()
+    if title:
+        figure.suptitle(title, fontsize=9, y=0.995)
+    _atomic_write(Path(path), lambda temporary: figure.savefig(temporary, format="png", dpi=dpi))
+    return True
+
+
+def save_curves(path: str | os.PathLike, history: list[dict[str, float]], *, title: str | None = None) -> None:
+    """One panel per metric (train and eval lines) against the epoch."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    metrics: list[str] = []
+    for row in history:
+        for key in row:
+            for prefix in ("train_", "eval_"):
+                if key.startswith(prefix) and key[len(prefix):] not in metrics:
+                    metrics.append(key[len(prefix):])
+    columns = min(3, max(1, len(metrics)))
+    rows = max(1, math.ceil(len(metrics) / columns))
+    figure = Figure(figsize=(4 * columns, 3 * rows), dpi=100, layout="constrained")
+    FigureCanvasAgg(figure)
+    for index, metric in enumerate(metrics):
+        axes = figure.add_subplot(rows, columns, index + 1)
+        for prefix, style in (("train_", "-"), ("eval_", "--")):
+            points = [(row["epoch"], row[prefix + metric]) for row in history if prefix + metric in row]
+            if points:
+                epochs, values = zip(*points)
+                axes.plot(epochs, values, style, marker="." if len(points) < 30 else None, label=prefix.rstrip("_"))
+        axes.set_title(metric, fontsize=10)
+        axes.set_xlabel("epoch")
+        axes.legend(fontsize=8)
+        axes.grid(alpha=0.3)
+    if title:
+        figure.suptitle(title)
+    _atomic_write(Path(path), lambda temporary: figure.savefig(temporary, format="png"))
+
+
+# --------------------------------------------------------------------------------------
+# RNG state (every source of randomness that training draws from)
+
+
+def _capture_rng(data_generator: torch.Generator) -> dict[str, Any]:
+    numpy_key, numpy_keys, numpy_pos, numpy_has_gauss, numpy_gauss = np.random.get_state(legacy=True)
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "python": random.getstate(),
+        # NumPy arrays are not allowed by weights_only loading: keep the keys as a tensor.
+        "numpy": {"key": numpy_key, "keys": torch.from_numpy(numpy_keys.astype(np.int64)), "pos": int(numpy_pos),
+                  "has_gauss": int(numpy_has_gauss), "cached_gaussian": float(numpy_gauss)},
+        "data": data_generator.get_state(),
+    }
+
+
+def _restore_rng(state: Mapping[str, Any], data_generator: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    random.setstate(_as_tuple(state["python"]))
+    numpy_state = state["numpy"]
+    np.random.set_state((numpy_state["key"], numpy_state["keys"].numpy().astype(np.uint32), numpy_state["pos"],
+                         numpy_state["has_gauss"], numpy_state["cached_gaussian"]))
+    data_generator.set_state(state["data"])
+
+
+def _as_tuple(value):
+    return tuple(_as_tuple(item) for item in value) if isinstance(value, (list, tuple)) else value
+
+
+def _seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)  # seeds CUDA too
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+# --------------------------------------------------------------------------------------
+# distributed
+
+
+class _Distributed:
+    """Process-group state under ``torchrun`` (``WORLD_SIZE > 1``); a no-op otherwise."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        self.enabled = self.world_size > 1
+        self.rank = int(os.environ.get("RANK", "0")) if self.enabled else 0
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0")) if self.enabled else 0
+        self.created_group = False
+        self.device = device
+        if not self.enabled:
+            return
+        if device.type == "cuda":
+            # One GPU per process: LOCAL_RANK picks it unless the caller named one.
+            self.device = torch.device("cuda", self.local_rank if device.index is None else device.index)
+            torch.cuda.set_device(self.device)
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if self.device.type == "cuda" else "gloo")
+            self.created_group = True
+        self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def wrap(self, module: nn.Module) -> nn.Module:
+        from torch.nn.parallel import DistributedDataParallel
+
+        if not any(p.requires_grad for p in module.parameters()):
+            return module  # DDP refuses modules without trainable parameters; nothing to sync
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(module, device_ids=device_ids)
+
+    def mean_metrics(self, sums: dict[str, float], counts: dict[str, int]) -> dict[str, float]:
+        """Per-metric mean over all steps of all ranks."""
+        if not self.enabled:
+            return {key: sums[key] / counts[key] for key in sums}
+        names = sorted(set(self.gather_object(sorted(sums))[0]))  # rank 0's names, same on all ranks
+        packed = torch.tensor([[sums.get(name, 0.0), counts.get(name, 0)] for name in names], dtype=torch.float64)
+        if self.device.type == "cuda":
+            packed = packed.to(self.device)
+        dist.all_reduce(packed)
+        return {name: float(total / count) for name, (total, count) in zip(names, packed.tolist()) if count}
+
+    def gather_object(self, value: Any) -> list[Any]:
+        if not self.enabled:
+            return [value]
+        gathered: list[Any] = [None] * self.world_size
+        dist.all_gather_object(gathered, value)
+        return gathered
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def close(self) -> None:
+        if self.created_group:
+            dist.destroy_process_group()
+
+
+# --------------------------------------------------------------------------------------
+# the loop
+
+
+def _to_device(batch, device: torch.device):
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_to_device(item, device) for item in batch)
+    if isinstance(batch, Mapping):
+        return {key: _to_device(value, device) for key, value in batch.items()}
+    return batch
+
+
+def _positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda', got {device!r}") from error
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available")
+    return resolved
+
+
+def _sample_grid(model: nn.Module, count: int, generator: torch.Generator) -> tuple[torch.Tensor, int]:
+    """Samples for the grid: for conditional models column ``j`` of every row is class ``j``."""
+    num_classes = getattr(model, "num_classes", 0)
+    if num_classes:
+        rows = max(1, count // num_classes)
+        labels = torch.arange(num_classes).repeat(rows)
+        return model.sample(len(labels), labels, generator=generator), num_classes
+    return model.sample(count, generator=generator), 8
+
+
+def _evaluate(model: nn.Module, loader: DataLoader, device: torch.device, generator: torch.Generator) -> dict[str, float]:
+    totals: dict[str, float] = {}
+    seen = 0
+    for batch in loader:
+        batch = _to_device(batch, device)
+        size = len(batch[0] if isinstance(batch, (tuple, list)) else batch)
+        for name, value in model.evaluate(batch, generator=generator).items():
+            totals[name] = totals.get(name, 0.0) + value * size
+        seen += size
+    return {name: total / seen for name, total in totals.items()} if seen else {}
+
+
+def fit(model: nn.Module, train_data: Dataset, *, epochs: int, batch_size: int, out_dir: str | os.PathLike,
+        eval_data: Dataset | None = None, device: str | torch.device = "cpu", amp: bool = False,
+        resume: bool = False, seed: int = 0, sample_every: int = 1, num_samples: int = 64,
+        eval_batch_size: int = 256, progress: bool = True, log: Callable[[str], None] | None = None,
+        title: str | None = None) -> list[dict[str, float]]:
+    """Train ``model`` for ``epochs`` epochs and return the metrics history (one dict per epoch).
+
+    Args:
+        model: a :class:`fastgen.models.GenerativeModel` (any VAE or GAN of fastgen).
+        train_data, eval_data: datasets of ``x`` or ``(x, labels)``; ``eval_data`` is
+            evaluated after every epoch.
+        epochs: total epochs; with ``resume`` training continues from the checkpoint's epoch
+            up to this number.
+        batch_size: per process.
+        out_dir: where ``metrics.csv``, ``samples.png``, ``curves.png`` and
+            ``checkpoint.pt`` go (created if needed).
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; under torchrun each process uses
+            ``cuda:LOCAL_RANK``.
+        amp: run forward passes under ``torch.autocast`` in bfloat16 (CPU and CUDA).
+        resume: continue from ``out_dir/checkpoint.pt`` if it exists (start fresh if not).
+        seed: seeds torch, Python and NumPy (plus the rank under DDP) and the data order.
+        sample_every: write the sample grid every this many epochs (and after the last).
+        num_samples: images in the sample grid.
+
+    Under ``torchrun`` (``WORLD_SIZE > 1``) the process group is created (gloo on CPU, nccl
+    on CUDA) unless it exists, the model's networks are wrapped in DistributedDataParallel,
+    each rank reads its shard through a ``DistributedSampler``, and only rank 0 evaluates
+    and writes files.
+
+    Raises:
+        TrainingDivergedError: a loss became NaN or inf; names the epoch and step. The
+            checkpoint from the last completed epoch is left intact.
+        CheckpointError: ``resume`` found a corrupted or incompatible checkpoint.
+    """
+    epochs = _positive_int(epochs, "epochs")
+    batch_size = _positive_int(batch_size, "batch_size")
+    sample_every = _positive_int(sample_every, "sample_every")
+    eval_batch_size = _positive_int(eval_batch_size, "eval_batch_size")
+    if not hasattr(model, "step") or not hasattr(model, "optimizers"):
+        raise TypeError(f"model must be a fastgen model with step() and optimizers(), got {type(model).__name__}")
+    if len(train_data) == 0:  # type: ignore[arg-type]
+        raise ValueError("train_data is empty")
+    requested_device = _resolve_device(device)
+    distributed = _Distributed(requested_device)
+    device = distributed.device
+    emit = log or _tqdm_write
+    out_dir = Path(out_dir)
+    checkpoint_path = out_dir / CHECKPOINT_NAME
+    if distributed.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+
+    try:
+        _seed_everything(seed + distributed.rank)
+        model.to(device)
+        model.set_autocast(device.type if amp else None, torch.bfloat16)
+        optimizers = model.optimizers()
+        data_generator = torch.Generator().manual_seed(seed)
+
+        start_epoch, global_step, history = 0, 0, []
+        if resume and checkpoint_path.is_file():
+            payload = load_checkpoint(checkpoint_path, map_location=device)
+            start_epoch, global_step, history = _restore(payload, checkpoint_path, model, optimizers,
+                                                         data_generator, distributed, emit)
+            if distributed.is_main:
+                emit(f"resumed from {checkpoint_path} at epoch {start_epoch}")
+        elif resume and distributed.is_main:
+            emit(f"no checkpoint at {checkpoint_path}; starting from scratch")
+        distributed.barrier()  # nobody trains (or overwrites the checkpoint) before all have read it
+
+        if distributed.enabled:
+            model.distribute(distributed.wrap)
+            sampler = DistributedSampler(train_data, num_replicas=distributed.world_size, rank=distributed.rank,
+                                         shuffle=True, seed=seed, drop_last=True)
+            shard = len(sampler)
+        else:
+            sampler, shard = None, len(train_data)  # type: ignore[arg-type]
+        # Dropping a ragged last batch keeps batch-norm layers away from batches of one.
+        loader = DataLoader(train_data, batch_size=batch_size, shuffle=sampler is None, sampler=sampler,
+                            generator=data_generator, drop_last=shard >= batch_size)
+        eval_loader = (DataLoader(eval_data, batch_size=eval_batch_size, shuffle=False)
+                       if eval_data is not None and distributed.is_main else None)
+
+        for epoch in range(start_epoch + 1, epochs + 1):
+            if sampler is not None:
+                sampler.set_epoch(epoch)
+            model.train()
+            sums: dict[str, float] = {}
+            counts: dict[str, int] = {}
+            started = time.perf_counter()
+            bar = _progress(loader, f"epoch {epoch}/{epochs}", enabled=progress and distributed.is_main)
+            for batch_index, batch in enumerate(bar):
+                global_step += 1
+                try:
+                    metrics = model.step(_to_device(batch, device))
+                    bad = [name for name, value in metrics.items() if not math.isfinite(value)]
+                    if bad:
+                        raise FloatingPointError(", ".join(f"non-finite {name}: {metrics[name]}" for name in bad))
+                except FloatingPointError as error:
+                    kept = (f"the last good checkpoint {checkpoint_path} (epoch {epoch - 1}) is left intact"
+                            if checkpoint_path.is_file() else "no checkpoint had been written yet")
+                    raise TrainingDivergedError(f"training diverged at epoch {epoch}, step {global_step} "
+                                                f"(batch {batch_index + 1} of the epoch): {error}; {kept}") from error
+                for name, value in metrics.items():
+                    sums[name] = sums.get(name, 0.0) + value
+                    counts[name] = counts.get(name, 0) + 1
+                if hasattr(bar, "set_postfix") and (batch_index % 10 == 0):
+                    bar.set_postfix({name: f"{sums[name] / counts[name]:.4g}" for name in sums}, refresh=False)
+            train_means = distributed.mean_metrics(sums, counts)
+
+            row: dict[str, float] = {"epoch": epoch, "step": global_step}
+            row.update({f"train_{name}": value for name, value in train_means.items()})
+            if eval_loader is not None:
+                model.eval()
+                # A fixed generator: eval noise is the same every epoch and never touches the
+                # training RNG, so evaluating does not change what training draws next.
+                eval_generator = torch.Generator(device).manual_seed(seed + 1)
+                row.update({f"eval_{name}": value for name, value in
+                            _evaluate(model, eval_loader, device, eval_generator).items()})
+            history.append(row)
+
+            rng_states = distributed.gather_object(_capture_rng(data_generator))
+            if distributed.is_main:
+                elapsed = time.perf_counter() - started
+                emit(f"epoch {epoch}/{epochs} ({elapsed:.1f}s): "
+                     + ", ".join(f"{key}={value:.4g}" for key, value in row.items() if key not in ("epoch", "step")))
+                _write_metrics_csv(out_dir / METRICS_NAME, history)
+                if epoch % sample_every == 0 or epoch == epochs:
+                    _write_samples(model, out_dir, epoch, num_samples, seed, device, title)
+                save_curves(out_dir / CURVES_NAME, history, title=title)
+                save_checkpoint(checkpoint_path, {
+                    "format": _CHECKPOINT_FORMAT, "version": _CHECKPOINT_VERSION,
+                    "model_class": type(model).__name__,
+                    "model": model.state_dict(),
+                    "optimizers": {name: optimizer.state_dict() for name, optimizer in optimizers.items()},
+                    "epoch": epoch, "global_step": global_step, "history": history,
+                    "rng": rng_states, "seed": seed, "world_size": distributed.world_size,
+                })
+            distributed.barrier()
+        return history
+    finally:
+        model.set_autocast(None)
+        distributed.close()
+
+
+def _restore(payload: dict[str, Any], path: Path, model: nn.Module, optimizers: dict[str, torch.optim.Optimizer],
+             data_generator: torch.Generator, distributed: _Distributed, emit) -> tuple[int, int, list]:
+    try:
+        model.load_state_dict(payload["model"])
+    except (RuntimeError, KeyError, TypeError) as error:
+        raise CheckpointError(f"checkpoint {path} does not match the model "
+                              f"{type(model).__name__}: {str(error).splitlines()[0]}") from error
+    if set(payload["optimizers"]) != set(optimizers):
+        raise CheckpointError(f"checkpoint {path} holds optimizers {sorted(payload['optimizers'])}, "
+                              f"the model has {sorted(optimizers)}")
+    try:
+        for name, optimizer in optimizers.items():
+            optimizer.load_state_dict(payload["optimizers"][name])
+    except (ValueError, KeyError, RuntimeError) as error:
+        raise CheckpointError(f"checkpoint {path}: optimizer state does not fit the model ({error})") from error
+    rng_states = payload["rng"]
+    if len(rng_states) == distributed.world_size:
+        _restore_rng(rng_states[distributed.rank], data_generator)
+    else:
+        # Another world size: the data shards differ anyway, so exact continuation is moot.
+        if distributed.is_main:
+            emit(f"checkpoint {path} was written by {len(rng_states)} process(es), this run has "
+                 f"{distributed.world_size}: RNG state not restored, continuation is not bit-exact")
+        _seed_everything(int(payload.get("seed", 0)) + 1000 * int(payload["epoch"]) + distributed.rank)
+        data_generator.set_state(rng_states[0]["data"])
+    return int(payload["epoch"]), int(payload["global_step"]), [dict(row) for row in payload["history"]]
+
+
+def _write_samples(model: nn.Module, out_dir: Path, epoch: int, count: int, seed: int, device: torch.device,
+                   title: str | None) -> None:
+    model.eval()
+    samples, columns = _sample_grid(model, count, torch.Generator(device).manual_seed(seed + 2))
+    label = f"{title + ': ' if title else ''}epoch {epoch}"
+    if save_image_grid(out_dir / SAMPLES_NAME, samples, columns=columns, title=label):
+        (out_dir / "samples").mkdir(exist_ok=True)
+        save_image_grid(out_dir / "samples" / f"epoch_{epoch:03d}.png", samples, columns=columns, title=label)
+
+
+def _tqdm_write(message: str) -> None:
+    from tqdm.auto import tqdm
+
+    tqdm.write(message)
+
+
+def _progress(iterable, description: str, *, enabled: bool):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=description, leave=False, dynamic_ncols=True, mininterval=0.5)
+
