@@ -101,6 +101,11 @@ def _size_key(shape: str):
         return [shape]
 
 
+def _dtype_key(dtype: str) -> int:
+    order = ["float32", "bfloat16", "float16", "float64"]
+    return order.index(dtype) if dtype in order else len(order)
+
+
 def op_table(rows: List[Dict], op: str) -> List[str]:
     rows = [r for r in rows if r["op"] == op]
     provs = _providers_in(rows)
@@ -108,12 +113,13 @@ def op_table(rows: List[Dict], op: str) -> List[str]:
     head = ["mode", "dtype", "shape"] + [f"{p} ms" for p in provs]
     if "compile" in provs and "eager" in provs:
         head.append("compile vs eager")
+    has_compile = "compile" in provs
     for f in fused:
-        head += [f"{f} vs eager", f"{f} vs compile", f"{f} % copy"]
+        head += [f"{f} vs eager"] + ([f"{f} vs compile"] if has_compile else []) + [f"{f} % copy"]
     head.append("saved for bwd (" + " / ".join(provs) + ")")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     groups: "OrderedDict[tuple, Dict[str, Dict]]" = OrderedDict()
-    for r in sorted(rows, key=lambda r: (("fwd", "bwd", "full").index(r["mode"]), r["dtype"],
+    for r in sorted(rows, key=lambda r: (("fwd", "bwd", "full").index(r["mode"]), _dtype_key(r["dtype"]),
                                          _size_key(r["shape"]))):
         groups.setdefault((r["mode"], r["dtype"], r["shape"]), {})[r["provider"]] = r
     for (mode, dtype, shape), by in groups.items():
@@ -123,8 +129,10 @@ def op_table(rows: List[Dict], op: str) -> List[str]:
             cells.append(_ratio(t.get("eager"), t.get("compile")))
         for f in fused:
             pct = by.get(f, {}).get("pct_of_copy")
-            cells += [_ratio(t.get("eager"), t.get(f)), _ratio(t.get("compile"), t.get(f)),
-                      "-" if pct is None else f"{pct:.0f}%"]
+            cells += [_ratio(t.get("eager"), t.get(f))]
+            if has_compile:
+                cells.append(_ratio(t.get("compile"), t.get(f)))
+            cells.append("-" if pct is None else f"{pct:.0f}%")
         cells.append(" / ".join(_mib(by.get(p, {}).get("saved_bytes")) for p in provs))
         lines.append("| " + " | ".join(cells) + " |")
     return lines

@@ -53,7 +53,7 @@ class Run:
         gbps = pct = None
         if nbytes:
             gbps = nbytes / (st.median_ms * 1e-3) / 1e9
-            copy = self.copy.time(nbytes, numel=numel)
+            copy = self.copy.time(nbytes, cudagraph=st.timer == "do_bench_cudagraph")
             pct = 100.0 * copy.median_ms / st.median_ms
         return self.row(median_ms=st.median_ms, p20_ms=st.p20_ms, p80_ms=st.p80_ms,
                         bytes=nbytes, gbps=gbps, pct_of_copy=pct, numel=numel,
@@ -120,7 +120,10 @@ def run_ops(run: Run, ops: Sequence[str], dtypes: Sequence[str], sizes, provider
                             if mode not in spec.modes:
                                 continue
                             call = cases.mode_callable(fn, inputs, mode)
-                            st = time_fn(call, dev, run.cfg, numel=numel)
+                            # backward of a forward recorded outside the graph cannot be
+                            # captured on do_bench_cudagraph's stream: plain do_bench for bwd
+                            st = time_fn(call, dev, run.cfg, numel=numel,
+                                         cudagraph=False if mode == "bwd" else None)
                             nbytes = spec.nbytes(mode, B, D, torch.tensor([], dtype=dtype).element_size())
                             peak = launches_n = None
                             if dev.type == "cuda":
@@ -153,7 +156,8 @@ def run_clip(run: Run, kind: str, dtypes: Sequence[str], fg_backends: Sequence[s
                 ctx = cases.fastgen_backend(backend) if backend else _null()
                 with ctx:
                     call = lambda fn=fn, params=ps.params: fn(params)
-                    st = time_fn(call, dev, run.cfg, numel=ps.numel)
+                    # no CUDA graph here: the host-side launch cost is what fusing the loop removes
+                    st = time_fn(call, dev, run.cfg, cudagraph=False)
                     n_launch = launches(call, dev)
                     peak = cuda_peak_bytes(call, dev) if dev.type == "cuda" else None
                 r = run.stats_row(st, nbytes=nbytes, numel=ps.numel, op=report.CLIP_OP, provider=name,

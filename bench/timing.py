@@ -169,8 +169,9 @@ class CopyBaseline:
         self.device, self.cfg = device, cfg
         self._cache: dict = {}
 
-    def time(self, nbytes: int, *, numel: Optional[int] = None) -> Stats:
-        cudagraph = self.device.type == "cuda" and numel is not None and numel <= CUDAGRAPH_MAX_NUMEL
+    def time(self, nbytes: int, *, cudagraph: bool = False) -> Stats:
+        """``cudagraph``: time the copy with the CUDA-graph timer (use the op's timer)."""
+        cudagraph = cudagraph and self.device.type == "cuda"
         key = (nbytes, cudagraph)
         if key not in self._cache:
             half = max(nbytes // 2, 1)
