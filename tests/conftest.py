@@ -1,0 +1,50 @@
+"""Shared fixtures of the fastgen test suite.
+
+`device` runs a test on the CPU and, where there is a GPU, on CUDA; `backend`
+runs it under the default backend ("auto") and, where it is built and the
+device is CUDA, under "triton". Every test leaves the backend as it found it.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import fastgen
+
+
+def _cuda_param():
+    return pytest.param(
+        "cuda",
+        marks=[
+            pytest.mark.cuda,
+            pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+        ],
+    )
+
+
+@pytest.fixture(params=["cpu", _cuda_param()])
+def device(request) -> torch.device:
+    """The device an op test runs on: "cpu" always, "cuda" where a GPU is present."""
+    return torch.device(request.param)
+
+
+@pytest.fixture(params=["auto", pytest.param("triton", marks=pytest.mark.triton)])
+def backend(request, device):
+    """The backend an op test runs under: "auto" and, on CUDA where it is built, "triton"."""
+    name = request.param
+    if name == "triton":
+        if "triton" not in fastgen.available_backends():
+            pytest.skip("needs the triton backend (Triton and a CUDA GPU)")
+        if device.type != "cuda":
+            pytest.skip("the triton backend runs on CUDA tensors only")
+    with fastgen.use_backend(name):
+        yield name
+
+
+@pytest.fixture(autouse=True)
+def _restore_backend():
+    """A test that changes the backend does not leak it into the next one."""
+    previous = fastgen.get_backend()
+    yield
+    fastgen.set_backend(previous)
