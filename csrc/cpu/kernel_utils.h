@@ -209,9 +209,19 @@ inline void normal_block(const PhiloxState& state, int64_t first, int64_t n, flo
   alignas(64) float normal[4][kMaxGroups];
   const int64_t first_group = first / 4;
   const int64_t groups = (first + n - 1) / 4 - first_group + 1;
+  // Philox round by round over the counters (structure of arrays), which the
+  // compiler vectorizes across counters.
+  alignas(64) uint32_t words[4][kMaxGroups];
   for (int64_t g = 0; g < groups; ++g) {
-    const Philox4 bits = philox4x32_10(state.seed, state.offset + first_group + g);
-    for (int lane = 0; lane < 4; ++lane) uniform[lane][g] = uint32_to_uniform(bits.x[lane]);
+    philox_counter(state.offset + first_group + g, words[0][g], words[1][g], words[2][g], words[3][g]);
+  }
+  for (int round = 0; round < kPhiloxRounds; ++round) {
+    uint32_t k0, k1;
+    philox_round_key(state.seed, round, &k0, &k1);
+    for (int64_t g = 0; g < groups; ++g) philox_round(words[0][g], words[1][g], words[2][g], words[3][g], k0, k1);
+  }
+  for (int lane = 0; lane < 4; ++lane) {
+    for (int64_t g = 0; g < groups; ++g) uniform[lane][g] = uint32_to_uniform(words[lane][g]);
   }
   for_each_vector<float>(groups, [&](int64_t g) {
     for (int pair = 0; pair < 2; ++pair) {

@@ -27,34 +27,49 @@ FASTGEN_HOST_DEVICE uint32_t mulhilo32(uint32_t a, uint32_t b, uint32_t* hi) {
   return static_cast<uint32_t>(product);
 }
 
-// Ten rounds of Philox4x32 on counter (offset_lo, offset_hi, 0, 0) under key
-// (seed_lo, seed_hi).
+constexpr int kPhiloxRounds = 10;
+
+// The key of round `round`: the seed's words raised by the Weyl constants.
+FASTGEN_HOST_DEVICE void philox_round_key(uint64_t seed, int round, uint32_t* k0, uint32_t* k1) {
+  *k0 = static_cast<uint32_t>(seed) + static_cast<uint32_t>(round) * 0x9E3779B9u;
+  *k1 = static_cast<uint32_t>(seed >> 32) + static_cast<uint32_t>(round) * 0xBB67AE85u;
+}
+
+// One Philox4x32 round on counter words (c0, c1, c2, c3) under key (k0, k1).
+// The CPU kernels run it over arrays of counters, round by round, so that the
+// compiler vectorizes across counters.
+FASTGEN_HOST_DEVICE void philox_round(uint32_t& c0, uint32_t& c1, uint32_t& c2, uint32_t& c3, uint32_t k0,
+                                      uint32_t k1) {
+  uint32_t hi_b, hi_a;
+  const uint32_t lo_b = mulhilo32(0xCD9E8D57u, c2, &hi_b);
+  const uint32_t lo_a = mulhilo32(0xD2511F53u, c0, &hi_a);
+  c0 = hi_b ^ c1 ^ k0;
+  c2 = hi_a ^ c3 ^ k1;
+  c1 = lo_b;
+  c3 = lo_a;
+}
+
+// The initial counter of Triton's randint4x: (offset low, offset high, 0, 0).
+FASTGEN_HOST_DEVICE void philox_counter(uint64_t offset, uint32_t& c0, uint32_t& c1, uint32_t& c2, uint32_t& c3) {
+  c0 = static_cast<uint32_t>(offset);
+  c1 = static_cast<uint32_t>(offset >> 32);
+  c2 = 0;
+  c3 = 0;
+}
+
+// Ten rounds of Philox4x32 at counter `offset` under key `seed`.
 FASTGEN_HOST_DEVICE Philox4 philox4x32_10(uint64_t seed, uint64_t offset) {
-  constexpr uint32_t kKeyA = 0x9E3779B9u;
-  constexpr uint32_t kKeyB = 0xBB67AE85u;
-  constexpr uint32_t kRoundA = 0xD2511F53u;
-  constexpr uint32_t kRoundB = 0xCD9E8D57u;
-  uint32_t c0 = static_cast<uint32_t>(offset);
-  uint32_t c1 = static_cast<uint32_t>(offset >> 32);
-  uint32_t c2 = 0;
-  uint32_t c3 = 0;
-  uint32_t k0 = static_cast<uint32_t>(seed);
-  uint32_t k1 = static_cast<uint32_t>(seed >> 32);
+  Philox4 state;
+  philox_counter(offset, state.x[0], state.x[1], state.x[2], state.x[3]);
 #if defined(__CUDACC__)
 #pragma unroll
 #endif
-  for (int round = 0; round < 10; ++round) {
-    uint32_t hi_b, hi_a;
-    const uint32_t lo_b = mulhilo32(kRoundB, c2, &hi_b);
-    const uint32_t lo_a = mulhilo32(kRoundA, c0, &hi_a);
-    c0 = hi_b ^ c1 ^ k0;
-    c2 = hi_a ^ c3 ^ k1;
-    c1 = lo_b;
-    c3 = lo_a;
-    k0 += kKeyA;
-    k1 += kKeyB;
+  for (int round = 0; round < kPhiloxRounds; ++round) {
+    uint32_t k0, k1;
+    philox_round_key(seed, round, &k0, &k1);
+    philox_round(state.x[0], state.x[1], state.x[2], state.x[3], k0, k1);
   }
-  return Philox4{{c0, c1, c2, c3}};
+  return state;
 }
 
 // Triton's uint_to_uniform_float for 32-bit words: the word read as int32,
