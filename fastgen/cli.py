@@ -154,7 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--gan-loss", choices=("non-saturating", "minimax", "hinge", "lsgan", "wasserstein"),
                        help="adversarial loss for gan, dcgan, cgan")
     train.add_argument("--binarize", action="store_true", help="dynamically binarize the images")
-    train.add_argument("--sample-every", type=_positive_int, default=1, help="epochs between sample grids")
+    train.add_argument("--plot-every", type=_positive_int, default=1, help="epochs between sample grids and curve plots")
+    train.add_argument("--threads", type=_positive_int, help="CPU threads for torch (default: torch's choice); "
+                       "1 is fastest for the small default networks")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(handler=_train)
 
@@ -174,7 +176,12 @@ def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from fastgen.data import first_item_shape, load_dataset, num_classes_of
     from fastgen.train import fit
 
-    train_data, eval_data = load_dataset(args.data, binarize=args.binarize)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        train_data, eval_data = load_dataset(args.data, binarize=args.binarize)
+    except (FileNotFoundError, ValueError) as error:  # missing or malformed IDX file, named in the message
+        parser.error(f"argument --data: {error}")
     torch.manual_seed(args.seed)  # network initialization
     try:
         model = build_model(args.model, first_item_shape(train_data), num_classes_of(train_data), arch=args.arch,
@@ -184,12 +191,12 @@ def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except ValueError as error:  # e.g. image sides not multiples of 4 for the conv nets
         parser.error(f"argument --arch: {error}")
     fit(model, train_data, eval_data=eval_data, epochs=args.epochs, batch_size=args.batch_size, out_dir=args.out,
-        device=args.device, amp=args.amp, resume=args.resume, seed=args.seed, sample_every=args.sample_every,
+        device=args.device, amp=args.amp, resume=args.resume, seed=args.seed, plot_every=args.plot_every,
         progress=not args.no_progress, title=args.model)
     return 0
 
 
-#: the demo's runs: (folder, model, epochs, batch size, sample_every); sized for ~1 minute each on 2 CPU cores
+#: the demo's runs: (folder, model, epochs, batch size, plot_every); sized for ~1 minute each on 2 CPU cores
 DEMO_RUNS = (
     ("vae", "vae", 40, 64, 10),
     ("wgan", "wgan", 250, 64, 25),
@@ -200,15 +207,18 @@ def _demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from fastgen.data import digits
     from fastgen.train import fit
 
+    # The demo networks are tiny: per-op overhead dominates and a second thread only adds
+    # synchronization (tens of times slower when the cores are shared).
+    torch.set_num_threads(1)
     train_data, eval_data = digits()
     total = time.perf_counter()
-    for folder, name, epochs, batch_size, sample_every in DEMO_RUNS:
+    for folder, name, epochs, batch_size, plot_every in DEMO_RUNS:
         started = time.perf_counter()
         torch.manual_seed(args.seed)
         model = build_model(name, (1, 8, 8), 10)
         out = args.out / folder
         fit(model, train_data, eval_data=eval_data, epochs=epochs, batch_size=batch_size, out_dir=out,
-            seed=args.seed, sample_every=sample_every, progress=not args.no_progress, title=f"{name} on digits",
+            seed=args.seed, plot_every=plot_every, progress=not args.no_progress, title=f"{name} on digits",
             log=lambda message: None)
         print(f"{name}: {epochs} epochs in {time.perf_counter() - started:.1f}s -> {out}/samples.png, {out}/curves.png")
     print(f"demo finished in {time.perf_counter() - total:.1f}s")

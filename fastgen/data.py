@@ -17,7 +17,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, TensorDataset
 
-__all__ = ["digits", "mnist", "read_idx", "IDXFormatError", "DynamicallyBinarized", "load_dataset"]
+__all__ = ["digits", "mnist", "read_idx", "IDXFormatError", "DynamicallyBinarized", "load_dataset",
+           "first_item_shape", "num_classes_of"]
 
 #: fraction of the 1797 digits held out for evaluation (stratified, fixed seed)
 DIGITS_TEST_FRACTION = 0.2

@@ -143,7 +143,7 @@ def save_image_grid(path: str | os.PathLike, samples: torch.Tensor, *, columns: 
         return False
     count, height, width = images.shape[:3]
     # Upscale by whole pixels so 8x8 digits are visible; nearest neighbour keeps them crisp.
-    scale = max(1, 32 // max(height, width))
+    scale = max(1, 64 // max(height, width))
     images = images.repeat(scale, axis=1).repeat(scale, axis=2)
     height, width = height * scale, width * scale
     rows = math.ceil(count / columns)
@@ -352,7 +352,7 @@ def _evaluate(model: nn.Module, loader: DataLoader, device: torch.device, genera
 
 def fit(model: nn.Module, train_data: Dataset, *, epochs: int, batch_size: int, out_dir: str | os.PathLike,
         eval_data: Dataset | None = None, device: str | torch.device = "cpu", amp: bool = False,
-        resume: bool = False, seed: int = 0, sample_every: int = 1, num_samples: int = 64,
+        resume: bool = False, seed: int = 0, plot_every: int = 1, num_samples: int = 64,
         eval_batch_size: int = 256, progress: bool = True, log: Callable[[str], None] | None = None,
         title: str | None = None) -> list[dict[str, float]]:
     """Train ``model`` for ``epochs`` epochs and return the metrics history (one dict per epoch).
@@ -371,7 +371,8 @@ def fit(model: nn.Module, train_data: Dataset, *, epochs: int, batch_size: int, 
         amp: run forward passes under ``torch.autocast`` in bfloat16 (CPU and CUDA).
         resume: continue from ``out_dir/checkpoint.pt`` if it exists (start fresh if not).
         seed: seeds torch, Python and NumPy (plus the rank under DDP) and the data order.
-        sample_every: write the sample grid every this many epochs (and after the last).
+        plot_every: write the sample grid and the curves every this many epochs (and after the
+            last); metrics and checkpoint are written every epoch.
         num_samples: images in the sample grid.
 
     Under ``torchrun`` (``WORLD_SIZE > 1``) the process group is created (gloo on CPU, nccl
@@ -386,7 +387,7 @@ def fit(model: nn.Module, train_data: Dataset, *, epochs: int, batch_size: int, 
     """
     epochs = _positive_int(epochs, "epochs")
     batch_size = _positive_int(batch_size, "batch_size")
-    sample_every = _positive_int(sample_every, "sample_every")
+    plot_every = _positive_int(plot_every, "plot_every")
     eval_batch_size = _positive_int(eval_batch_size, "eval_batch_size")
     if not hasattr(model, "step") or not hasattr(model, "optimizers"):
         raise TypeError(f"model must be a fastgen model with step() and optimizers(), got {type(model).__name__}")
@@ -476,9 +477,9 @@ def fit(model: nn.Module, train_data: Dataset, *, epochs: int, batch_size: int, 
                 emit(f"epoch {epoch}/{epochs} ({elapsed:.1f}s): "
                      + ", ".join(f"{key}={value:.4g}" for key, value in row.items() if key not in ("epoch", "step")))
                 _write_metrics_csv(out_dir / METRICS_NAME, history)
-                if epoch % sample_every == 0 or epoch == epochs:
+                if epoch % plot_every == 0 or epoch == epochs:
                     _write_samples(model, out_dir, epoch, num_samples, seed, device, title)
-                save_curves(out_dir / CURVES_NAME, history, title=title)
+                    save_curves(out_dir / CURVES_NAME, history, title=title)
                 save_checkpoint(checkpoint_path, {
                     "format": _CHECKPOINT_FORMAT, "version": _CHECKPOINT_VERSION,
                     "model_class": type(model).__name__,
