@@ -1,0 +1,161 @@
+"""How the kernels cut their work into tiles: the rows x cols contract, autotuning, grids.
+
+The row ops (KL, likelihoods, reparameterize_kl) see their operands as csrc/fastgen.cpp
+describes: contiguous tensors whose flattened data repeat to fill rows x cols, so
+row r of an operand of numel m starts at (r * cols) % m = (r % (m / cols)) * cols.
+
+A tile is BLOCK_ROWS x BLOCK_COLS elements, BLOCK_ROWS * BLOCK_COLS = TILE (the
+autotuned size): BLOCK_COLS = min(TILE, next_power_of_2(cols)), so short rows
+are packed several to a tile and long rows are walked in blocks of TILE.
+Per-row sums are computed by one program per (row block, split): a program
+loops over its split's columns and writes one partial sum per row; a row
+is split (a two-stage reduction, the second stage a sum over splits) only when
+there are too few rows to fill the device. No atomics: results are
+deterministic for a given shape, device and tuning.
+"""
+
+import functools
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+# Under TRITON_INTERPRET=1 kernels run on CPU tensors through numpy: one small
+# configuration, no benchmarking, so that tests stay fast.
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
+
+# Columns of one split of a long row: a multiple of every TILE, so that a
+# split is a whole number of column blocks.
+SPLIT_COLS = 8192
+# Programs worth launching per streaming multiprocessor before splitting rows.
+PROGRAMS_PER_SM = 4
+# Stand-in multiprocessor count under the interpreter (small, so that tests
+# reach the split path with small shapes).
+INTERPRET_SM_COUNT = 2
+
+
+def autotune_configs(sizes: tuple[int, ...], name: str) -> list[triton.Config]:
+    """Configs over block size `name` in `sizes` x 4 or 8 warps; one small config under the interpreter."""
+    if INTERPRET:
+        return [triton.Config({name: 1024}, num_warps=1)]
+    return [triton.Config({name: size}, num_warps=warps) for size in sizes for warps in (4, 8)]
+
+
+# Tiles of the row kernels and blocks of the flat elementwise kernels.
+ROW_CONFIGS = autotune_configs((1024, 2048, 4096), "TILE")
+FLAT_CONFIGS = autotune_configs((1024, 2048, 4096), "BLOCK")
+
+
+def block_shape(tile: int, cols_pow2: int) -> tuple[int, int]:
+    """(BLOCK_ROWS, BLOCK_COLS) of a tile.
+
+    Every tiled kernel spells the same rule in constexprs:
+    BLOCK_COLS = TILE if TILE < COLS_POW2 else COLS_POW2; BLOCK_ROWS = TILE // BLOCK_COLS.
+    """
+    block_cols = min(tile, cols_pow2)
+    return tile // block_cols, block_cols
+
+
+def row_shape(first: torch.Tensor, others: tuple, event_dims: int) -> tuple[int, int]:
+    """(rows, cols) of the registry's contract (csrc/row_shape.h)."""
+    cols = 1
+    for size in first.shape[first.dim() - event_dims :]:
+        cols *= size
+    if cols == 0:  # no columns: one (zero) sum per batch element of `first`
+        rows = 1
+        for size in first.shape[: first.dim() - event_dims]:
+            rows *= size
+        return rows, 0
+    total = first.numel()
+    for t in others:
+        if t is not None:
+            total = torch.sym_max(total, t.numel())
+    return total // cols, cols
+
+
+def row_sum_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype of per-row sums: float64 for float64 inputs, else float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return INTERPRET_SM_COUNT
+
+
+def split_plan(rows: int, cols: int, device: torch.device) -> tuple[int, int]:
+    """(splits, chunk): each row is cut into `splits` runs of `chunk` columns (the last shorter).
+
+    A row is split only when rows alone leave the device idle and the row
+    spans several SPLIT_COLS.
+    """
+    wanted = PROGRAMS_PER_SM * _sm_count(device)
+    if rows >= wanted or cols <= SPLIT_COLS:
+        return 1, cols
+    splits = min(triton.cdiv(cols, SPLIT_COLS), triton.cdiv(wanted, rows))
+    chunk = triton.cdiv(triton.cdiv(cols, splits), SPLIT_COLS) * SPLIT_COLS
+    return triton.cdiv(cols, chunk), chunk
+
+
+def row_sum_grid(rows: int, splits: int, cols_pow2: int):
+    """Grid of a row-sum kernel: one program per (row block, split)."""
+    return lambda meta: (triton.cdiv(rows, block_shape(meta["TILE"], cols_pow2)[0]) * splits,)
+
+
+def elementwise_grid(rows: int, cols: int, cols_pow2: int):
+    """Grid of a row-wise elementwise kernel: one program per tile."""
+
+    def grid(meta):
+        block_rows, block_cols = block_shape(meta["TILE"], cols_pow2)
+        return (triton.cdiv(rows, block_rows) * triton.cdiv(cols, block_cols),)
+
+    return grid
+
+
+def flat_grid(numel: int):
+    """Grid of a flat elementwise kernel: one program per BLOCK elements."""
+    return lambda meta: (triton.cdiv(numel, meta["BLOCK"]),)
+
+
+def finish_row_sums(partial: torch.Tensor) -> torch.Tensor:
+    """Per-row sums from a [rows, splits] tensor of partial sums (the second stage)."""
+    return partial.squeeze(1) if partial.shape[1] == 1 else partial.sum(1)
+
+
+def fold(grad: torch.Tensor, operand: torch.Tensor) -> torch.Tensor:
+    """Sums a full-size 1-D gradient over the repeats of a broadcast operand, to its shape."""
+    if grad.numel() == operand.numel():
+        return grad.reshape(operand.shape)
+    return grad.reshape(-1, operand.numel()).sum(0).reshape(operand.shape)
+
+
+# ---------------------------------------------------------------- device side
+
+
+@triton.jit
+def row_sum_position(rows, cols, chunk, splits, BLOCK_ROWS: tl.constexpr):
+    """This program's rows (int64 [BLOCK_ROWS, 1]), split index, and columns [begin, end)."""
+    pid = tl.program_id(0).to(tl.int64)
+    split = pid % splits
+    row = (pid // splits) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)[:, None]
+    col_begin = split * chunk
+    col_end = tl.minimum(col_begin + chunk, cols)
+    return row, split, col_begin, col_end
+
+
+@triton.jit
+def elementwise_position(rows, cols, BLOCK_ROWS: tl.constexpr, BLOCK_COLS: tl.constexpr):
+    """This program's rows (int64 [BLOCK_ROWS, 1]) and first column (int64 scalar)."""
+    pid = tl.program_id(0).to(tl.int64)
+    col_blocks = tl.cdiv(cols, BLOCK_COLS)
+    row = (pid // col_blocks) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)[:, None]
+    return row, (pid % col_blocks) * BLOCK_COLS
+
+
+@triton.jit
+def operand_row_start(row, operand_rows, cols):
+    """Offset of row `row` of an operand that repeats every `operand_rows` rows."""
+    return (row % operand_rows) * cols

@@ -1,0 +1,286 @@
+"""Triton kernels of reparameterize (z = mu + exp(logvar / 2) * eps) and reparameterize_kl.
+
+eps is drawn inside the kernels from design.md's stream: element i of the
+flattened z (of shape (K, *mu.shape) with K samples, sample k at k * numel)
+is lane i % 4 of tl.randn4x(seed, offset + i // 4). seed and offset are read
+on the device from rng_state = int64 [seed, offset], drawn on the device from
+its generator (fastgen.reference.draw_philox_seed, offset 0) as ordinary
+tensor work, so a captured CUDA graph draws fresh noise on every replay.
+Backward regenerates eps from rng_state; no tensor of it is kept.
+"""
+
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+from torch.library import triton_op, wrap_triton
+
+from fastgen.reference import draw_philox_seed
+
+from ._math import (
+    kl_std_normal,
+    kl_std_normal_grad_logvar,
+    philox_normal,
+    reparameterize_grad_logvar,
+    reparameterize_sample,
+    to_compute_type,
+)
+from ._tiles import (
+    FLAT_CONFIGS,
+    ROW_CONFIGS,
+    elementwise_grid,
+    elementwise_position,
+    finish_row_sums,
+    flat_grid,
+    row_shape,
+    row_sum_dtype,
+    row_sum_grid,
+    row_sum_position,
+    split_plan,
+)
+
+
+def draw_rng_state(device: torch.device, generator: Optional[torch.Generator]) -> torch.Tensor:
+    """int64 [seed, 0] on `device`: a fresh seed from its generator (the default one unless given)."""
+    seed = draw_philox_seed(device, generator)
+    return torch.stack([seed, torch.zeros_like(seed)])
+
+
+def _samples_shape(mu: torch.Tensor, num_samples: Optional[int]) -> tuple:
+    return tuple(mu.shape) if num_samples is None else (num_samples, *mu.shape)
+
+
+# ---------------------------------------------------------------- reparameterize
+
+
+@triton.autotune(configs=FLAT_CONFIGS, key=["numel", "samples"])
+@triton.jit
+def reparameterize_forward_kernel(
+    mu_ptr, logvar_ptr, z_ptr, rng_state_ptr, numel, samples, ALIGNED: tl.constexpr, BLOCK: tl.constexpr
+):
+    """z[k * numel + j] = mu[j] + exp(logvar[j] / 2) * eps[k * numel + j]; one block of mu serves every sample."""
+    seed = tl.load(rng_state_ptr)
+    offset = tl.load(rng_state_ptr + 1)
+    start = tl.program_id(0).to(tl.int64) * BLOCK
+    index = start + tl.arange(0, BLOCK)
+    mask = index < numel
+    mu = to_compute_type(tl.load(mu_ptr + index, mask=mask, other=0.0))
+    logvar = to_compute_type(tl.load(logvar_ptr + index, mask=mask, other=0.0))
+    for sample in range(samples):
+        first = tl.cast(sample, tl.int64) * numel + start
+        eps = philox_normal(seed, offset, first, BLOCK, ALIGNED).to(mu.dtype)
+        z = reparameterize_sample(mu, logvar, eps)
+        tl.store(z_ptr + first + tl.arange(0, BLOCK), z.to(z_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.autotune(configs=FLAT_CONFIGS, key=["numel", "samples"])
+@triton.jit
+def reparameterize_backward_kernel(
+    grad_z_ptr, logvar_ptr, grad_logvar_ptr, rng_state_ptr, numel, samples,
+    ALIGNED: tl.constexpr, BLOCK: tl.constexpr,
+):  # fmt: skip
+    """grad_logvar[j] = exp(logvar[j] / 2) / 2 * sum_k grad_z[k * numel + j] * eps[k * numel + j]."""
+    seed = tl.load(rng_state_ptr)
+    offset = tl.load(rng_state_ptr + 1)
+    start = tl.program_id(0).to(tl.int64) * BLOCK
+    index = start + tl.arange(0, BLOCK)
+    mask = index < numel
+    logvar = to_compute_type(tl.load(logvar_ptr + index, mask=mask, other=0.0))
+    sum_grad_eps = tl.zeros_like(logvar)
+    for sample in range(samples):
+        first = tl.cast(sample, tl.int64) * numel + start
+        eps = philox_normal(seed, offset, first, BLOCK, ALIGNED).to(logvar.dtype)
+        grad = to_compute_type(tl.load(grad_z_ptr + first + tl.arange(0, BLOCK), mask=mask, other=0.0))
+        sum_grad_eps += grad * eps
+    grad_logvar = reparameterize_grad_logvar(logvar, sum_grad_eps)
+    tl.store(grad_logvar_ptr + index, grad_logvar.to(grad_logvar_ptr.dtype.element_ty), mask=mask)
+
+
+def _flat_aligned(numel: int, samples: int) -> bool:
+    """Whether every sample's blocks start on a multiple of 4 (the fast noise path)."""
+    return samples == 1 or numel % 4 == 0
+
+
+@triton_op("fastgen_triton::reparameterize", mutates_args=())
+def reparameterize(
+    mu: torch.Tensor, logvar: torch.Tensor, rng_state: torch.Tensor, num_samples: Optional[int]
+) -> torch.Tensor:
+    """z = mu + exp(logvar / 2) * eps with eps from rng_state; shape (num_samples, *mu.shape) when given."""
+    z = mu.new_empty(_samples_shape(mu, num_samples))
+    numel, samples = mu.numel(), num_samples or 1
+    if numel == 0:
+        return z
+    wrap_triton(reparameterize_forward_kernel)[flat_grid(numel)](
+        mu, logvar, z, rng_state, numel, samples, ALIGNED=_flat_aligned(numel, samples)
+    )
+    return z
+
+
+@triton_op("fastgen_triton::reparameterize_backward", mutates_args=())
+def reparameterize_backward(
+    grad_z: torch.Tensor, logvar: torch.Tensor, rng_state: torch.Tensor, num_samples: Optional[int]
+) -> torch.Tensor:
+    """grad_logvar = exp(logvar / 2) / 2 * sum_k grad_z_k * eps_k, eps regenerated from rng_state."""
+    grad_logvar = torch.empty_like(logvar)
+    numel, samples = logvar.numel(), num_samples or 1
+    if numel == 0:
+        return grad_logvar
+    wrap_triton(reparameterize_backward_kernel)[flat_grid(numel)](
+        grad_z.to(logvar.dtype).contiguous(), logvar, grad_logvar, rng_state, numel, samples,
+        ALIGNED=_flat_aligned(numel, samples),
+    )  # fmt: skip
+    return grad_logvar
+
+
+def _reparameterize_setup_context(ctx, inputs, output):
+    _, logvar, rng_state, num_samples = inputs
+    ctx.save_for_backward(logvar, rng_state)
+    ctx.num_samples = num_samples
+
+
+def _reparameterize_backward(ctx, grad_z):
+    logvar, rng_state = ctx.saved_tensors
+    grad_mu = grad_logvar = None
+    if ctx.needs_input_grad[0]:
+        grad_mu = grad_z if ctx.num_samples is None else grad_z.sum(0)
+    if ctx.needs_input_grad[1]:
+        grad_logvar = reparameterize_backward(grad_z, logvar, rng_state, ctx.num_samples)
+    return grad_mu, grad_logvar, None, None
+
+
+reparameterize.register_autograd(_reparameterize_backward, setup_context=_reparameterize_setup_context)
+
+
+# ---------------------------------------------------------------- reparameterize_kl
+
+
+@triton.autotune(configs=ROW_CONFIGS, key=["rows", "cols", "samples"])
+@triton.jit
+def reparameterize_kl_forward_kernel(
+    mu_ptr, logvar_ptr, z_ptr, partial_ptr, rng_state_ptr,
+    rows, cols, chunk, splits, samples,
+    ALIGNED: tl.constexpr, COLS_POW2: tl.constexpr, TILE: tl.constexpr,
+):  # fmt: skip
+    """In one pass over (mu, logvar): every sample of z and partial[r, s], the KL to N(0, I) of split s of row r."""
+    BLOCK_COLS: tl.constexpr = TILE if TILE < COLS_POW2 else COLS_POW2
+    BLOCK_ROWS: tl.constexpr = TILE // BLOCK_COLS
+    seed = tl.load(rng_state_ptr)
+    offset = tl.load(rng_state_ptr + 1)
+    numel = tl.cast(rows, tl.int64) * cols
+    row, split, col_begin, col_end = row_sum_position(rows, cols, chunk, splits, BLOCK_ROWS)
+    row_mask = row < rows
+    acc = tl.zeros([BLOCK_ROWS, BLOCK_COLS], dtype=partial_ptr.dtype.element_ty)
+    for col_start in range(col_begin, col_end, BLOCK_COLS):
+        col = col_start + tl.arange(0, BLOCK_COLS)[None, :]
+        mask = row_mask & (col < col_end)
+        mu = to_compute_type(tl.load(mu_ptr + row * cols + col, mask=mask, other=0.0))
+        logvar = to_compute_type(tl.load(logvar_ptr + row * cols + col, mask=mask, other=0.0))
+        acc += tl.where(mask, kl_std_normal(mu, logvar), 0.0)
+        for sample in range(samples):
+            first = tl.cast(sample, tl.int64) * numel + row * cols + col_start
+            eps = philox_normal(seed, offset, first, BLOCK_COLS, ALIGNED).to(mu.dtype)
+            z = reparameterize_sample(mu, logvar, eps)
+            tl.store(z_ptr + first + tl.arange(0, BLOCK_COLS)[None, :], z.to(z_ptr.dtype.element_ty), mask=mask)
+    tl.store(partial_ptr + row * splits + split, tl.sum(acc, axis=1)[:, None], mask=row_mask)
+
+
+@triton.autotune(configs=ROW_CONFIGS, key=["rows", "cols", "samples"])
+@triton.jit
+def reparameterize_kl_backward_kernel(
+    grad_z_ptr, grad_kl_ptr, mu_ptr, logvar_ptr, grad_mu_ptr, grad_logvar_ptr, rng_state_ptr,
+    rows, cols, samples,
+    ALIGNED: tl.constexpr, COLS_POW2: tl.constexpr, TILE: tl.constexpr,
+):  # fmt: skip
+    """grad_mu = sum_k g_k + g_kl * mu; grad_logvar = std / 2 * sum_k g_k eps_k + g_kl * (e^logvar - 1) / 2."""
+    BLOCK_COLS: tl.constexpr = TILE if TILE < COLS_POW2 else COLS_POW2
+    BLOCK_ROWS: tl.constexpr = TILE // BLOCK_COLS
+    seed = tl.load(rng_state_ptr)
+    offset = tl.load(rng_state_ptr + 1)
+    numel = tl.cast(rows, tl.int64) * cols
+    row, col_start = elementwise_position(rows, cols, BLOCK_ROWS, BLOCK_COLS)
+    col = col_start + tl.arange(0, BLOCK_COLS)[None, :]
+    row_mask = row < rows
+    mask = row_mask & (col < cols)
+    index = row * cols + col
+    mu = to_compute_type(tl.load(mu_ptr + index, mask=mask, other=0.0))
+    logvar = to_compute_type(tl.load(logvar_ptr + index, mask=mask, other=0.0))
+    sum_grad = tl.zeros_like(mu)
+    sum_grad_eps = tl.zeros_like(mu)
+    for sample in range(samples):
+        first = tl.cast(sample, tl.int64) * numel + row * cols + col_start
+        eps = philox_normal(seed, offset, first, BLOCK_COLS, ALIGNED).to(mu.dtype)
+        grad = to_compute_type(tl.load(grad_z_ptr + first + tl.arange(0, BLOCK_COLS)[None, :], mask=mask, other=0.0))
+        sum_grad += grad
+        sum_grad_eps += grad * eps
+    grad_kl = tl.load(grad_kl_ptr + row, mask=row_mask, other=0.0).to(mu.dtype)
+    grad_mu = sum_grad + grad_kl * mu
+    grad_logvar = reparameterize_grad_logvar(logvar, sum_grad_eps) + grad_kl * kl_std_normal_grad_logvar(logvar)
+    out_dtype = grad_mu_ptr.dtype.element_ty
+    tl.store(grad_mu_ptr + index, grad_mu.to(out_dtype), mask=mask)
+    tl.store(grad_logvar_ptr + index, grad_logvar.to(out_dtype), mask=mask)
+
+
+@triton_op("fastgen_triton::reparameterize_kl", mutates_args=())
+def reparameterize_kl(
+    mu: torch.Tensor, logvar: torch.Tensor, rng_state: torch.Tensor, num_samples: Optional[int], event_dims: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(z, kl): the samples of `reparameterize` for the same rng_state and per-row KL(N(mu, e^logvar) || N(0, I))."""
+    rows, cols = row_shape(mu, (logvar,), event_dims)
+    z = mu.new_empty(_samples_shape(mu, num_samples))
+    if rows == 0 or cols == 0:
+        return z, mu.new_zeros(rows, dtype=row_sum_dtype(mu.dtype))
+    samples = num_samples or 1
+    splits, chunk = split_plan(rows, cols, mu.device)
+    partial = mu.new_empty((rows, splits), dtype=row_sum_dtype(mu.dtype))
+    cols_pow2 = triton.next_power_of_2(cols)
+    wrap_triton(reparameterize_kl_forward_kernel)[row_sum_grid(rows, splits, cols_pow2)](
+        mu, logvar, z, partial, rng_state,
+        rows, cols, chunk, splits, samples,
+        ALIGNED=cols % 4 == 0, COLS_POW2=cols_pow2,
+    )  # fmt: skip
+    return z, finish_row_sums(partial)
+
+
+@triton_op("fastgen_triton::reparameterize_kl_backward", mutates_args=())
+def reparameterize_kl_backward(
+    grad_z: torch.Tensor,
+    grad_kl: torch.Tensor,
+    mu: torch.Tensor,
+    logvar: torch.Tensor,
+    rng_state: torch.Tensor,
+    num_samples: Optional[int],
+    event_dims: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(grad_mu, grad_logvar) from the gradients of z and of the per-row KL, eps regenerated."""
+    rows, cols = row_shape(mu, (logvar,), event_dims)
+    grad_mu = torch.empty_like(mu)
+    grad_logvar = torch.empty_like(logvar)
+    if rows * cols == 0:
+        return grad_mu, grad_logvar
+    cols_pow2 = triton.next_power_of_2(cols)
+    wrap_triton(reparameterize_kl_backward_kernel)[elementwise_grid(rows, cols, cols_pow2)](
+        grad_z.to(mu.dtype).contiguous(), grad_kl.to(row_sum_dtype(mu.dtype)).contiguous(),
+        mu, logvar, grad_mu, grad_logvar, rng_state,
+        rows, cols, num_samples or 1,
+        ALIGNED=cols % 4 == 0, COLS_POW2=cols_pow2,
+    )  # fmt: skip
+    return grad_mu, grad_logvar
+
+
+def _reparameterize_kl_setup_context(ctx, inputs, output):
+    mu, logvar, rng_state, num_samples, event_dims = inputs
+    ctx.save_for_backward(mu, logvar, rng_state)
+    ctx.num_samples = num_samples
+    ctx.event_dims = event_dims
+
+
+def _reparameterize_kl_backward(ctx, grad_z, grad_kl):
+    mu, logvar, rng_state = ctx.saved_tensors
+    grad_mu, grad_logvar = reparameterize_kl_backward(
+        grad_z, grad_kl, mu, logvar, rng_state, ctx.num_samples, ctx.event_dims
+    )
+    return grad_mu, grad_logvar, None, None, None
+
+
+reparameterize_kl.register_autograd(_reparameterize_kl_backward, setup_context=_reparameterize_kl_setup_context)
