@@ -223,6 +223,7 @@ def write_plots(out_dir: Path, slug: str, rows: List[Dict]) -> List[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     written = []
     ops = [o for o in OrderedDict((r["op"], None) for r in rows) if o not in STEP_OPS]
@@ -261,6 +262,7 @@ def write_plots(out_dir: Path, slug: str, rows: List[Dict]) -> List[Path]:
                                 markersize=3, color=colors[k % len(colors)],
                                 label=f"{prov} {dtype}")
                 ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(NullFormatter())
                 if ykey in ("median_ms", "launches"):
                     ax.set_yscale("log")
                 ax.set_xlabel(xlabel)
@@ -273,7 +275,7 @@ def write_plots(out_dir: Path, slug: str, rows: List[Dict]) -> List[Path]:
                        bbox_to_anchor=(0.5, 1 - 0.15 / fig.get_figheight()))
         fig.suptitle(slug, fontsize=9, y=0.995)
         top = 1 - 0.9 / fig.get_figheight()  # leave room for the legend above the panels
-        fig.subplots_adjust(left=0.08, right=0.98, bottom=0.35 / len(modes) + 0.05 if len(modes) > 1 else 0.14,
+        fig.subplots_adjust(left=0.08, right=0.98, bottom=0.55 / fig.get_figheight(),
                             top=top, hspace=0.45, wspace=0.22)
         path = out_dir / f"{slug}-{op}.png"
         fig.savefig(path, dpi=100)

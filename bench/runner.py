@@ -93,49 +93,56 @@ def run_ops(run: Run, ops: Sequence[str], dtypes: Sequence[str], sizes, provider
                 numel, shape = B * D, f"{B}x{D}"
                 ref = None
                 for prov in providers:
-                    with prov.context():
-                        try:
-                            fn = prov.bind(spec)
-                        except Exception as e:  # provider cannot run this op
-                            run.failures.append(f"{op} {prov.name} {dname} {shape}: bind: {e}")
-                            continue
-                        if spec.modes == ("fwd",):  # in-place op: check on a copy
-                            probe = cases.OpInputs(tuple(a.detach().clone() for a in inputs.args), ())
-                        else:
-                            probe = inputs
-                        if run.check:
-                            with torch.no_grad():
-                                out = fn(*probe.args)
-                            if prov.name == "eager":
-                                ref = out
-                            elif ref is not None:
-                                msg = _check_outputs(spec, out, ref, dtype)
-                                if msg:
-                                    run.failures.append(f"{op} {prov.name} {dname} {shape}: {msg}")
-                                    warnings.warn(f"bench: {op} {prov.name} {dname} {shape}: {msg}")
-                        saved = None
-                        if inputs.grad_inputs:
-                            saved = saved_tensor_bytes(lambda: fn(*inputs.args), inputs.args)
-                        for mode in modes:
-                            if mode not in spec.modes:
-                                continue
-                            call = cases.mode_callable(fn, inputs, mode)
-                            # backward of a forward recorded outside the graph cannot be
-                            # captured on do_bench_cudagraph's stream: plain do_bench for bwd
-                            st = time_fn(call, dev, run.cfg, numel=numel,
-                                         cudagraph=False if mode == "bwd" else None)
-                            nbytes = spec.nbytes(mode, B, D, torch.tensor([], dtype=dtype).element_size())
-                            peak = launches_n = None
-                            if dev.type == "cuda":
-                                peak = cuda_peak_bytes(call, dev)
-                                launches_n = launches(call, dev)
-                            r = run.stats_row(st, nbytes=nbytes, numel=numel, op=op, provider=prov.name,
-                                              mode=mode, dtype=dname, shape=shape, peak_mem_bytes=peak,
-                                              saved_bytes=saved, launches=launches_n)
-                            run.log(f"{op:28s} {prov.name:15s} {mode:4s} {dname:8s} {shape:>11s} "
-                                    f"{st.median_ms:10.4f} ms  {_pct(r['pct_of_copy'])}")
-                        del fn
+                    try:
+                        with prov.context():
+                            ref = _measure_provider(run, spec, prov, inputs, B, D, dtype, dname, modes, ref)
+                    except Exception as e:  # one provider failing must not lose the whole run
+                        run.failures.append(f"{op} {prov.name} {dname} {shape}: {e!r}")
+                        warnings.warn(f"bench: {op} {prov.name} {dname} {shape} failed: {e!r}")
                 del inputs, ref
+
+
+def _measure_provider(run: Run, spec: cases.OpSpec, prov: cases.Provider, inputs: cases.OpInputs,
+                      B: int, D: int, dtype: torch.dtype, dname: str, modes, ref):
+    """All modes of one provider on one case; returns the eager reference output."""
+    dev, numel, shape, op = run.device, B * D, f"{B}x{D}", spec.name
+    fn = prov.bind(spec)
+    if run.check:
+        # grad enabled, as in the timed calls, so torch.compile builds the graph it will time
+        if inputs.grad_inputs:
+            out = fn(*inputs.args)
+        else:  # in-place op: on a copy, without autograd as when timed
+            with torch.no_grad():
+                out = fn(*(a.detach().clone() for a in inputs.args))
+        out = tuple(o.detach() for o in cases.as_tuple(out))
+        if prov.name == "eager":
+            ref = out
+        elif ref is not None:
+            msg = _check_outputs(spec, out, ref, dtype)
+            if msg:
+                run.failures.append(f"{op} {prov.name} {dname} {shape}: {msg}")
+                warnings.warn(f"bench: {op} {prov.name} {dname} {shape}: {msg}")
+    saved = None
+    if inputs.grad_inputs:
+        saved = saved_tensor_bytes(lambda: fn(*inputs.args), inputs.args)
+    itemsize = torch.tensor([], dtype=dtype).element_size()
+    for mode in modes:
+        if mode not in spec.modes:
+            continue
+        call = cases.mode_callable(fn, inputs, mode)
+        # backward of a forward recorded outside the graph cannot be captured on
+        # do_bench_cudagraph's own stream: plain do_bench for bwd
+        st = time_fn(call, dev, run.cfg, numel=numel, cudagraph=False if mode == "bwd" else None)
+        peak = launches_n = None
+        if dev.type == "cuda":
+            peak = cuda_peak_bytes(call, dev)
+            launches_n = launches(call, dev)
+        r = run.stats_row(st, nbytes=spec.nbytes(mode, B, D, itemsize), numel=numel, op=op,
+                          provider=prov.name, mode=mode, dtype=dname, shape=shape,
+                          peak_mem_bytes=peak, saved_bytes=saved, launches=launches_n)
+        run.log(f"{op:28s} {prov.name:15s} {mode:4s} {dname:8s} {shape:>11s} "
+                f"{st.median_ms:10.4f} ms  {_pct(r['pct_of_copy'])}")
+    return ref
 
 
 def _pct(p) -> str:
@@ -154,12 +161,17 @@ def run_clip(run: Run, kind: str, dtypes: Sequence[str], fg_backends: Sequence[s
             nbytes = 2 * ps.numel * itemsize
             for name, fn, backend in provs:
                 ctx = cases.fastgen_backend(backend) if backend else _null()
-                with ctx:
-                    call = lambda fn=fn, params=ps.params: fn(params)
-                    # no CUDA graph here: the host-side launch cost is what fusing the loop removes
-                    st = time_fn(call, dev, run.cfg, cudagraph=False)
-                    n_launch = launches(call, dev)
-                    peak = cuda_peak_bytes(call, dev) if dev.type == "cuda" else None
+                try:
+                    with ctx:
+                        call = lambda fn=fn, params=ps.params: fn(params)
+                        # no CUDA graph: the host-side launch cost is what fusing the loop removes
+                        st = time_fn(call, dev, run.cfg, cudagraph=False)
+                        n_launch = launches(call, dev)
+                        peak = cuda_peak_bytes(call, dev) if dev.type == "cuda" else None
+                except Exception as e:
+                    run.failures.append(f"{report.CLIP_OP} {name} {dname} {ps.label}: {e!r}")
+                    warnings.warn(f"bench: {report.CLIP_OP} {name} {dname} {ps.label} failed: {e!r}")
+                    continue
                 r = run.stats_row(st, nbytes=nbytes, numel=ps.numel, op=report.CLIP_OP, provider=name,
                                   mode="fwd", dtype=dname, shape=ps.label, peak_mem_bytes=peak,
                                   launches=n_launch)
@@ -184,8 +196,13 @@ def run_steps(run: Run, fg_backends: Sequence[str], *, quick: bool) -> None:
                 run.failures.append(f"{sc.op} {sc.provider}: setup failed: {e!r}")
                 warnings.warn(f"bench: {sc.op} {sc.provider}: setup failed: {e!r}")
                 continue
-            st = time_fn(step, dev, run.cfg, cudagraph=False)
-            peak = cuda_peak_bytes(step, dev) if dev.type == "cuda" else None
+            try:
+                st = time_fn(step, dev, run.cfg, cudagraph=False)
+                peak = cuda_peak_bytes(step, dev) if dev.type == "cuda" else None
+            except Exception as e:
+                run.failures.append(f"{sc.op} {sc.provider}: {e!r}")
+                warnings.warn(f"bench: {sc.op} {sc.provider} failed: {e!r}")
+                continue
         run.stats_row(st, nbytes=None, numel=sc.numel, op=sc.op, provider=sc.provider, mode="full",
                       dtype="float32", shape=sc.shape, peak_mem_bytes=peak)
         run.log(f"{sc.op:28s} {sc.provider:24s} {sc.shape:>14s} {st.median_ms:10.4f} ms")
