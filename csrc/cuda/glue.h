@@ -4,11 +4,14 @@
 // state, and errors turned into exceptions.
 #pragma once
 
+// Light CUDA headers only: ATen/cuda/CUDAContext.h would pull in the cuBLAS
+// and cuSPARSE headers, which a bare toolkit (nvcc alone) lacks.
 #include <ATen/ATen.h>
-#include <ATen/cuda/CUDAContext.h>
 #include <ATen/cuda/CUDAGeneratorImpl.h>
 #include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 
 #include <algorithm>
 #include <mutex>
@@ -36,11 +39,14 @@ inline Dtype dtype_of(const at::Tensor& t, const char* op) {
 }
 
 // The current stream of the current device (set by the op's CUDAGuard) and
-// the size of that device.
+// the size of that device (attribute queries are cheap host calls).
 inline Launch current_launch() {
-  const cudaDeviceProp* props = at::cuda::getCurrentDeviceProperties();
-  return {at::cuda::getCurrentCUDAStream().stream(), props->multiProcessorCount,
-          props->maxThreadsPerMultiProcessor};
+  const int device = c10::cuda::current_device();
+  int sm_count = 0;
+  int max_threads_per_sm = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device));
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&max_threads_per_sm, cudaDevAttrMaxThreadsPerMultiProcessor, device));
+  return {c10::cuda::getCurrentCUDAStream().stream(), sm_count, max_threads_per_sm};
 }
 
 inline Operand operand_of(const at::Tensor& t) {

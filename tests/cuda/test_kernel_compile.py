@@ -39,7 +39,10 @@ NVCC = _nvcc()
 
 
 def _compile(source: Path, out_dir: Path) -> subprocess.CompletedProcess:
-    command = [NVCC, "-std=c++17", "-O3", "--expt-relaxed-constexpr",
+    # torch's CUDAExtension compiles with these: no implicit half conversions.
+    no_implicit_half = ["-D__CUDA_NO_HALF_OPERATORS__", "-D__CUDA_NO_HALF_CONVERSIONS__",
+                        "-D__CUDA_NO_BFLOAT16_CONVERSIONS__", "-D__CUDA_NO_HALF2_OPERATORS__"]
+    command = [NVCC, "-std=c++17", "-O3", "--expt-relaxed-constexpr", *no_implicit_half,
                "-I", str(ROOT / "csrc" / "include"), "-I", str(ROOT / "csrc" / "cuda")]
     for arch in ARCHS:
         command += ["-gencode", f"arch=compute_{arch},code=sm_{arch}"]
