@@ -26,33 +26,27 @@ if TRITON_ERROR is None:
 
     from fastgen.ops import register_backend
 
+    from . import bernoulli_log_likelihood, clamp, gaussian_kl, gaussian_log_likelihood, reparameterize
     from ._tiles import INTERPRET
-    from .bernoulli_log_likelihood import bernoulli_log_likelihood
-    from .clamp import clamp_
-    from .gaussian_kl import gaussian_kl
-    from .gaussian_log_likelihood import gaussian_log_likelihood
-    from .reparameterize import draw_rng_state
-    from .reparameterize import reparameterize as _reparameterize_op
-    from .reparameterize import reparameterize_kl as _reparameterize_kl_op
 
-    def reparameterize(mu, logvar, num_samples, generator):
+    def _reparameterize(mu, logvar, num_samples, generator):
         """(z, rng_state): the registry's reparameterize, the seed drawn from the device's generator."""
-        rng_state = draw_rng_state(mu.device, generator)
-        return _reparameterize_op(mu, logvar, rng_state, num_samples), rng_state
+        rng_state = reparameterize.draw_rng_state(mu.device, generator)
+        return reparameterize.reparameterize(mu, logvar, rng_state, num_samples), rng_state
 
-    def reparameterize_kl(mu, logvar, num_samples, event_dims, generator):
+    def _reparameterize_kl(mu, logvar, num_samples, event_dims, generator):
         """(z, kl, rng_state): the registry's reparameterize_kl, the seed drawn from the device's generator."""
-        rng_state = draw_rng_state(mu.device, generator)
-        z, kl = _reparameterize_kl_op(mu, logvar, rng_state, num_samples, event_dims)
+        rng_state = reparameterize.draw_rng_state(mu.device, generator)
+        z, kl = reparameterize.reparameterize_kl(mu, logvar, rng_state, num_samples, event_dims)
         return z, kl, rng_state
 
     # The backend: the forward ops as fastgen.ops calls them.
     BACKEND = SimpleNamespace(
-        reparameterize=reparameterize,
-        reparameterize_kl=reparameterize_kl,
-        gaussian_kl=gaussian_kl,
-        bernoulli_log_likelihood=bernoulli_log_likelihood,
-        gaussian_log_likelihood=gaussian_log_likelihood,
-        clamp_=clamp_,
+        reparameterize=_reparameterize,
+        reparameterize_kl=_reparameterize_kl,
+        gaussian_kl=gaussian_kl.gaussian_kl,
+        bernoulli_log_likelihood=bernoulli_log_likelihood.bernoulli_log_likelihood,
+        gaussian_log_likelihood=gaussian_log_likelihood.gaussian_log_likelihood,
+        clamp_=clamp.clamp_,
     )
     register_backend("triton", BACKEND, ("cuda", "cpu") if INTERPRET else ("cuda",))

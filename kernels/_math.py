@@ -15,9 +15,11 @@ LOG_2PI = tl.constexpr(1.8378770664093453)  # log(2 pi)
 @triton.jit
 def to_compute_type(x):
     """x in its compute type: float64 stays float64, float32 and half types become float32."""
+    # An else branch (not a fall-through return): the compiler then sees one return type.
     if x.dtype == tl.float64:
         return x
-    return x.to(tl.float32)
+    else:
+        return x.to(tl.float32)
 
 
 # ---------------------------------------------------------------- the noise stream

@@ -7,7 +7,7 @@ may repeat over rows (e.g. (B, D) data against (K, B, D) logits).
 import torch
 import triton
 import triton.language as tl
-from torch.library import triton_op, wrap_triton
+from torch.library import triton_op
 
 from ._math import bernoulli_log_prob, bernoulli_log_prob_grad_logits, to_compute_type
 from ._tiles import (
@@ -16,6 +16,7 @@ from ._tiles import (
     elementwise_position,
     finish_row_sums,
     fold,
+    launcher,
     operand_row_start,
     row_shape,
     row_sum_dtype,
@@ -86,7 +87,7 @@ def bernoulli_log_likelihood(logits: torch.Tensor, target: torch.Tensor, event_d
     splits, chunk = split_plan(rows, cols, logits.device)
     partial = logits.new_empty((rows, splits), dtype=row_sum_dtype(logits.dtype))
     cols_pow2 = triton.next_power_of_2(cols)
-    wrap_triton(bernoulli_log_likelihood_forward_kernel)[row_sum_grid(rows, splits, cols_pow2)](
+    launcher(bernoulli_log_likelihood_forward_kernel)[row_sum_grid(rows, splits, cols_pow2)](
         logits, target, partial,
         rows, cols, chunk, splits, logits.numel() // cols, target.numel() // cols,
         COLS_POW2=cols_pow2,
@@ -105,7 +106,7 @@ def bernoulli_log_likelihood_backward(
     if rows * cols == 0:
         return grad_logits, grad_target
     cols_pow2 = triton.next_power_of_2(cols)
-    wrap_triton(bernoulli_log_likelihood_backward_kernel)[elementwise_grid(rows, cols, cols_pow2)](
+    launcher(bernoulli_log_likelihood_backward_kernel)[elementwise_grid(rows, cols, cols_pow2)](
         grad.to(row_sum_dtype(logits.dtype)).contiguous(), logits, target,
         grad_logits, grad_target if target_grad else grad_logits,
         rows, cols, logits.numel() // cols, target.numel() // cols,

@@ -10,7 +10,7 @@ from typing import Optional
 import torch
 import triton
 import triton.language as tl
-from torch.library import triton_op, wrap_triton
+from torch.library import triton_op
 
 from ._math import kl_diag_normal, kl_diag_normal_grads, kl_std_normal, to_compute_type
 from ._tiles import (
@@ -19,6 +19,7 @@ from ._tiles import (
     elementwise_position,
     finish_row_sums,
     fold,
+    launcher,
     operand_row_start,
     row_shape,
     row_sum_dtype,
@@ -124,7 +125,7 @@ def gaussian_kl(
     splits, chunk = split_plan(rows, cols, mu.device)
     partial = mu.new_empty((rows, splits), dtype=row_sum_dtype(mu.dtype))
     cols_pow2 = triton.next_power_of_2(cols)
-    wrap_triton(gaussian_kl_forward_kernel)[row_sum_grid(rows, splits, cols_pow2)](
+    launcher(gaussian_kl_forward_kernel)[row_sum_grid(rows, splits, cols_pow2)](
         mu, logvar, mu if prior_mu is None else prior_mu, mu if prior_logvar is None else prior_logvar, partial,
         rows, cols, chunk, splits,
         _operand_rows(mu, cols), _operand_rows(logvar, cols),
@@ -155,7 +156,7 @@ def gaussian_kl_backward(
     if rows * cols == 0:
         return grad_mu, grad_logvar, grad_prior_logvar
     cols_pow2 = triton.next_power_of_2(cols)
-    wrap_triton(gaussian_kl_backward_kernel)[elementwise_grid(rows, cols, cols_pow2)](
+    launcher(gaussian_kl_backward_kernel)[elementwise_grid(rows, cols, cols_pow2)](
         grad.to(row_sum_dtype(mu.dtype)).contiguous(), mu, logvar,
         mu if prior_mu is None else prior_mu, mu if prior_logvar is None else prior_logvar,
         grad_mu, grad_logvar, grad_prior_logvar if prior_logvar_grad else grad_mu,

@@ -8,7 +8,7 @@ from typing import Optional
 import torch
 import triton
 import triton.language as tl
-from torch.library import triton_op, wrap_triton
+from torch.library import triton_op
 
 from ._math import gaussian_log_prob, gaussian_log_prob_grads, gaussian_log_prob_unit, gaussian_log_prob_unit_grad_x
 from ._math import to_compute_type
@@ -18,6 +18,7 @@ from ._tiles import (
     elementwise_position,
     finish_row_sums,
     fold,
+    launcher,
     operand_row_start,
     row_shape,
     row_sum_dtype,
@@ -98,7 +99,7 @@ def gaussian_log_likelihood(
     splits, chunk = split_plan(rows, cols, x.device)
     partial = x.new_empty((rows, splits), dtype=row_sum_dtype(x.dtype))
     cols_pow2 = triton.next_power_of_2(cols)
-    wrap_triton(gaussian_log_likelihood_forward_kernel)[row_sum_grid(rows, splits, cols_pow2)](
+    launcher(gaussian_log_likelihood_forward_kernel)[row_sum_grid(rows, splits, cols_pow2)](
         x, mean, x if logvar is None else logvar, partial,
         rows, cols, chunk, splits,
         x.numel() // cols, mean.numel() // cols, 1 if logvar is None else logvar.numel() // cols,
@@ -118,7 +119,7 @@ def gaussian_log_likelihood_backward(
     if rows * cols == 0:
         return grad_x, grad_logvar
     cols_pow2 = triton.next_power_of_2(cols)
-    wrap_triton(gaussian_log_likelihood_backward_kernel)[elementwise_grid(rows, cols, cols_pow2)](
+    launcher(gaussian_log_likelihood_backward_kernel)[elementwise_grid(rows, cols, cols_pow2)](
         grad.to(row_sum_dtype(x.dtype)).contiguous(), x, mean, x if logvar is None else logvar,
         grad_x, grad_x if logvar is None else grad_logvar,
         rows, cols,

@@ -14,7 +14,7 @@ from typing import Optional
 import torch
 import triton
 import triton.language as tl
-from torch.library import triton_op, wrap_triton
+from torch.library import triton_op
 
 from fastgen.reference import draw_philox_seed
 
@@ -33,6 +33,7 @@ from ._tiles import (
     elementwise_position,
     finish_row_sums,
     flat_grid,
+    launcher,
     row_shape,
     row_sum_dtype,
     row_sum_grid,
@@ -111,7 +112,7 @@ def reparameterize(
     numel, samples = mu.numel(), num_samples or 1
     if numel == 0:
         return z
-    wrap_triton(reparameterize_forward_kernel)[flat_grid(numel)](
+    launcher(reparameterize_forward_kernel)[flat_grid(numel)](
         mu, logvar, z, rng_state, numel, samples, ALIGNED=_flat_aligned(numel, samples)
     )
     return z
@@ -126,7 +127,7 @@ def reparameterize_backward(
     numel, samples = logvar.numel(), num_samples or 1
     if numel == 0:
         return grad_logvar
-    wrap_triton(reparameterize_backward_kernel)[flat_grid(numel)](
+    launcher(reparameterize_backward_kernel)[flat_grid(numel)](
         grad_z.to(logvar.dtype).contiguous(), logvar, grad_logvar, rng_state, numel, samples,
         ALIGNED=_flat_aligned(numel, samples),
     )  # fmt: skip
@@ -234,7 +235,7 @@ def reparameterize_kl(
     splits, chunk = split_plan(rows, cols, mu.device)
     partial = mu.new_empty((rows, splits), dtype=row_sum_dtype(mu.dtype))
     cols_pow2 = triton.next_power_of_2(cols)
-    wrap_triton(reparameterize_kl_forward_kernel)[row_sum_grid(rows, splits, cols_pow2)](
+    launcher(reparameterize_kl_forward_kernel)[row_sum_grid(rows, splits, cols_pow2)](
         mu, logvar, z, partial, rng_state,
         rows, cols, chunk, splits, samples,
         ALIGNED=cols % 4 == 0, COLS_POW2=cols_pow2,
@@ -259,7 +260,7 @@ def reparameterize_kl_backward(
     if rows * cols == 0:
         return grad_mu, grad_logvar
     cols_pow2 = triton.next_power_of_2(cols)
-    wrap_triton(reparameterize_kl_backward_kernel)[elementwise_grid(rows, cols, cols_pow2)](
+    launcher(reparameterize_kl_backward_kernel)[elementwise_grid(rows, cols, cols_pow2)](
         grad_z.to(mu.dtype).contiguous(), grad_kl.to(row_sum_dtype(mu.dtype)).contiguous(),
         mu, logvar, grad_mu, grad_logvar, rng_state,
         rows, cols, num_samples or 1,
