@@ -222,6 +222,10 @@ inline void normal_block(const PhiloxState& state, int64_t first, int64_t n, flo
   }
   for (int lane = 0; lane < 4; ++lane) {
     for (int64_t g = 0; g < groups; ++g) uniform[lane][g] = uint32_to_uniform(words[lane][g]);
+    // The padding lanes of the last vector are defined too: SIMD sin/cos pick
+    // their range reduction for the whole vector, so garbage there (a huge or
+    // NaN angle) would change the valid lanes by an ulp from call to call.
+    for (int64_t g = groups; g < vec_padded<float>(groups); ++g) uniform[lane][g] = 0.0f;
   }
   for_each_vector<float>(groups, [&](int64_t g) {
     for (int pair = 0; pair < 2; ++pair) {
