@@ -120,7 +120,9 @@ def log1p_small(u):
     rounded, log(w) * u / (w - 1) cancels the rounding of w.
     """
     w = 1.0 + u
-    return tl.where(w == 1.0, u, tl.log(w) * (u / (w - 1.0)))
+    rounded_away = w == 1.0
+    # The divisor is kept nonzero where its quotient is discarded.
+    return tl.where(rounded_away, u, tl.log(w) * (u / tl.where(rounded_away, 1.0, w - 1.0)))
 
 
 @triton.jit
