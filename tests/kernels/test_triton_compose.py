@@ -67,7 +67,8 @@ def test_autocast(device):
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("op", ["reparameterize", "reparameterize_kl"])
-def test_cuda_graph_replays_draw_fresh_noise(op, device):    mu = torch.randn(64, 32, device=device)
+def test_cuda_graph_replays_draw_fresh_noise(op, device):
+    mu = torch.randn(64, 32, device=device)
     logvar = torch.randn(64, 32, device=device)
     backend = kernels.BACKEND
 
