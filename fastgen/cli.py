@@ -158,13 +158,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--threads", type=_positive_int, help="CPU threads for torch (default: torch's choice); "
                        "1 is fastest for the small default networks")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
-    train.set_defaults(handler=_train)
+    train.set_defaults(handler=_train, command_parser=train)
 
     demo = subcommands.add_parser("demo", help="train a VAE and a WGAN on the digits in a few minutes")
     demo.add_argument("--out", type=Path, default=Path("demo"))
     demo.add_argument("--seed", type=_non_negative_int, default=0)
     demo.add_argument("--no-progress", action="store_true")
-    demo.set_defaults(handler=_demo)
+    demo.set_defaults(handler=_demo, command_parser=demo)
 
     for name, (_, _, help_text) in FORWARDED_COMMANDS.items():
         # Listed for --help only; main() hands these over before parsing.
@@ -199,7 +199,7 @@ def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 #: the demo's runs: (folder, model, epochs, batch size, plot_every); sized for ~1 minute each on 2 CPU cores
 DEMO_RUNS = (
     ("vae", "vae", 40, 64, 10),
-    ("wgan", "wgan", 250, 64, 25),
+    ("wgan", "wgan", 400, 64, 40),
 )
 
 
@@ -244,8 +244,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _forward(argv[0], argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
-    subparser = parser._subparsers._group_actions[0].choices[args.command]  # for errors named per command
-    return args.handler(args, subparser)
+    # Errors found after parsing go through the sub-command's parser: same usage line and exit code 2.
+    return args.handler(args, args.command_parser)
 
 
 if __name__ == "__main__":
