@@ -429,7 +429,11 @@ def clamp_(tensors: Any, min: float, max: float) -> None:
     kernel (one launch per group on CUDA). Non-contiguous tensors are clamped
     through a contiguous copy written back in place.
     """
-    op = "clamp_"
+    _clamp("clamp_", tensors, min, max)
+
+
+def _clamp(op: str, tensors: Any, min: float, max: float) -> None:
+    """clamp_ for the public op `op` (its name goes into the error messages)."""
     items = _tensors_of(op, tensors)
     low, high = _check_bound(op, "min", min), _check_bound(op, "max", max)
     if low > high:
@@ -446,7 +450,7 @@ def clamp_(tensors: Any, min: float, max: float) -> None:
     for t in strided:
         t.copy_(t.contiguous().clamp_(low, high))
     for (device, _), group in groups.items():
-        namespace = _namespace(op, device)
+        namespace = _namespace("clamp_", device)
         if namespace is None:
             reference.clamp_(group, low, high)
         else:
@@ -458,7 +462,8 @@ def clip_weights_(params: Any, clip_value: float) -> None:
     value = _check_bound("clip_weights_", "clip_value", clip_value)
     if value < 0:
         raise ValueError(f"fastgen.clip_weights_: clip_value must be >= 0, got {value}")
-    clamp_(params, -value, value)
+    with torch.no_grad():
+        _clamp("clip_weights_", params, -value, value)
 
 
 # ----------------------------------------------------------------------------- registration
