@@ -103,3 +103,31 @@ def test_autocast_bfloat16():
         sum(half_losses).backward()
     assert not torch._dynamo.utils.counters["graph_break"]
     assert inputs[0].grad is not None and inputs[0].grad.dtype == torch.float32
+
+
+# Every op of the registry is opchecked in tests/ops (forward and backward ops).
+OPCHECKED = {
+    "reparameterize": "tests/ops/test_reparameterize.py",
+    "reparameterize_backward": "tests/ops/test_reparameterize.py",
+    "philox_normal_": "tests/ops/test_reparameterize.py",
+    "reparameterize_kl": "tests/ops/test_reparameterize_kl.py",
+    "reparameterize_kl_backward": "tests/ops/test_reparameterize_kl.py",
+    "gaussian_kl": "tests/ops/test_gaussian_kl.py",
+    "gaussian_kl_backward": "tests/ops/test_gaussian_kl.py",
+    "bernoulli_log_likelihood": "tests/ops/test_bernoulli_log_likelihood.py",
+    "bernoulli_log_likelihood_backward": "tests/ops/test_bernoulli_log_likelihood.py",
+    "gaussian_log_likelihood": "tests/ops/test_gaussian_log_likelihood.py",
+    "gaussian_log_likelihood_backward": "tests/ops/test_gaussian_log_likelihood.py",
+    "clamp_": "tests/ops/test_clamp.py",
+}
+
+
+def test_every_registered_op_is_opchecked():
+    import os
+
+    names = {name.split("::", 1)[1] for name in torch._C._dispatch_get_all_op_names() if name.startswith("fastgen::")}
+    assert names == set(OPCHECKED), f"ops without an opcheck test: {names - set(OPCHECKED)}"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for name, path in OPCHECKED.items():
+        with open(os.path.join(root, path)) as f:
+            assert f"torch.ops.fastgen.{name}.default" in f.read(), (name, path)

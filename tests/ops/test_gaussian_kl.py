@@ -202,3 +202,17 @@ def test_opcheck(device):
     torch.library.opcheck(bwd, (grad, d[0], d[1], None, None, 1, False))
     torch.library.opcheck(bwd, (grad[:1], d[0], d[1], d[0] * 0.5, None, 2, False))
     torch.library.opcheck(bwd, (grad.repeat(5), d[0], d[1], None, d[3], 0, True))
+
+
+@pytest.mark.parametrize("pshape", [(), (1,), (6,), (1, 6), (4, 1), (1, 1)])
+@pytest.mark.parametrize("event_dims", [0, 1, 2])
+def test_prior_broadcast_shapes(device, pshape, event_dims):
+    """Scalar, per-dimension and per-sample priors against (4, 6) posteriors, values and gradients."""
+    mu = rand((4, 6), torch.float64, device, seed=1, requires_grad=True)
+    logvar = rand((4, 6), torch.float64, device, seed=2, requires_grad=True)
+    pm = rand(pshape, torch.float64, device, seed=3, requires_grad=True)
+    plv = rand(pshape, torch.float64, device, seed=4, requires_grad=True)
+    out = fastgen.gaussian_kl(mu, logvar, pm, plv, event_dims=event_dims)
+    assert_close(out, oracle_gaussian_kl(mu, logvar, pm, plv, event_dims=event_dims))
+    fn = lambda *t: fastgen.gaussian_kl(*t, event_dims=event_dims)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (mu, logvar, pm, plv))
