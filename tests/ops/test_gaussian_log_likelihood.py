@@ -95,6 +95,15 @@ def test_non_contiguous(device, layout):
         same = fastgen.gaussian_log_likelihood(*[v.contiguous() for v in views], event_dims=event_dims)
         torch.testing.assert_close(out, same, rtol=0, atol=0)
         assert_close(out, oracle_gaussian_ll(*views, event_dims=event_dims))
+    leaves = [v.detach().requires_grad_() for v in views]  # non-contiguous leaves
+    assert not leaves[0].is_contiguous()
+    refs = [v.detach().double().requires_grad_() for v in views]
+    g = rand(views[0].shape[:1], torch.float32, device, seed=7)
+    grads = torch.autograd.grad(fastgen.gaussian_log_likelihood(*leaves), leaves, g)
+    expected = torch.autograd.grad(oracle_gaussian_ll(*refs), refs, g.double())
+    for a, e, leaf in zip(grads, expected, leaves):
+        assert a.shape == leaf.shape
+        assert_close(a, e)
 
 
 @pytest.mark.parametrize(
