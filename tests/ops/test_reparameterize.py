@@ -30,6 +30,12 @@ def _tol(dtype):
     return {"scale": 4} if dtype in (torch.float16, torch.bfloat16) else {"rtol": 1e-5, "atol": 3e-5}
 
 
+def _backend_op(device):
+    """The reparameterize (z, rng_state) of the backend fastgen.reparameterize uses here."""
+    namespace = fastgen.ops._namespace("reparameterize", device)
+    return namespace.reparameterize
+
+
 def _generator(device, seed=2024):
     return torch.Generator(device=device).manual_seed(seed)
 
@@ -46,7 +52,7 @@ def _expected(mu, logvar, num_samples, rng_state):
 def test_matches_stream(device, backend, shape, num_samples):
     mu = rand(shape, torch.float64, device, seed=1)
     logvar = rand(shape, torch.float64, device, seed=2)
-    z, rng_state = torch.ops.fastgen.reparameterize(mu, logvar, num_samples, _generator(device))
+    z, rng_state = _backend_op(device)(mu, logvar, num_samples, _generator(device))
     expected, _ = _expected(mu, logvar, num_samples, rng_state)
     assert z.shape == expected.shape and z.dtype == torch.float64
     assert_close(z, expected, rtol=1e-5, atol=3e-5)
@@ -71,7 +77,7 @@ def test_dtypes_forward_and_backward(device, backend, dtype, num_samples):
     logvar = rand((6, 70), dtype, device, seed=2, requires_grad=True)
     z = fastgen.reparameterize(mu, logvar, num_samples=num_samples, generator=_generator(device))
     assert z.dtype == dtype
-    _, rng_state = torch.ops.fastgen.reparameterize(mu.detach(), logvar.detach(), num_samples, _generator(device))
+    _, rng_state = _backend_op(device)(mu.detach(), logvar.detach(), num_samples, _generator(device))
     expected, eps = _expected(mu.detach(), logvar.detach(), num_samples, rng_state)
     assert_close(z, expected, **_tol(dtype))
     g = rand(z.shape, dtype, device, low=-2, high=2, seed=3)  # not all ones
