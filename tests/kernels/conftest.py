@@ -21,40 +21,25 @@ if not torch.cuda.is_available():
 import fastgen  # noqa: E402
 
 try:
-    import triton  # noqa: F401
-
-    TRITON_MISSING = None
-except ImportError as error:
-    TRITON_MISSING = f"needs Triton ({error})"
-
-if TRITON_MISSING is None:
-    from fastgen import kernels  # noqa: E402  (registers the "triton" backend)
+    from fastgen.kernels import _tiles
+except ImportError:  # no Triton: the test modules skip themselves (pytest.importorskip)
+    _tiles = None
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def _unusable_reason() -> str | None:
-    if TRITON_MISSING is not None:
-        return TRITON_MISSING
-    if DEVICE.type == "cpu" and not kernels._tiles.INTERPRET:
-        return (
-            "needs Triton's interpreter: fastgen.kernels was imported before TRITON_INTERPRET=1 "
-            "could be set (run the kernel tests with TRITON_INTERPRET=1)"
-        )
-    return None
-
-
-UNUSABLE = _unusable_reason()
+NOT_INTERPRETED = (
+    "needs Triton's interpreter: fastgen.kernels was imported before TRITON_INTERPRET=1 could be set "
+    "(run the kernel tests alone, or with TRITON_INTERPRET=1 in the environment)"
+)
 
 
 def pytest_collection_modifyitems(config, items):
-    """Every test here needs usable Triton kernels on DEVICE: skip them all, with the reason, if not."""
-    if UNUSABLE is None:
+    """On the CPU the kernels must be interpreted; if they were defined compiled, skip, saying why."""
+    if _tiles is None or DEVICE.type != "cpu" or _tiles.INTERPRET:
         return
     here = os.path.dirname(__file__)
     for item in items:
         if str(item.fspath).startswith(here):
-            item.add_marker(pytest.mark.skip(reason=UNUSABLE))
+            item.add_marker(pytest.mark.skip(reason=NOT_INTERPRETED))
 
 
 @pytest.fixture

@@ -10,8 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-import fastgen
-from fastgen.kernels import clamp as clamp_module
+pytest.importorskip("triton", reason="needs Triton")
+
+import fastgen  # noqa: E402  (after the Triton check)
+from fastgen.kernels import clamp as clamp_module  # noqa: E402  (after the Triton check)
 
 DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 

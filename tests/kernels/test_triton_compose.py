@@ -10,8 +10,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-import fastgen
-from fastgen import kernels, reference
+pytest.importorskip("triton", reason="needs Triton")
+
+
+import fastgen  # noqa: E402  (after the Triton check)
+from fastgen import kernels, reference  # noqa: E402  (after the Triton check)
 
 
 

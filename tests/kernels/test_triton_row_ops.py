@@ -11,7 +11,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-import fastgen
+pytest.importorskip("triton", reason="needs Triton")
+
+
+import fastgen  # noqa: E402  (after the Triton check)
 
 DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 # (rtol, atol) of a result in each dtype against the reference on the same inputs.
