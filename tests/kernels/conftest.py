@@ -27,8 +27,8 @@ except ImportError:  # no Triton: the test modules skip themselves (pytest.impor
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 NOT_INTERPRETED = (
-    "needs Triton's interpreter: fastgen.kernels was imported before TRITON_INTERPRET=1 could be set "
-    "(run the kernel tests alone, or with TRITON_INTERPRET=1 in the environment)"
+    "needs Triton's interpreter on this CPU-only machine, but fastgen.kernels was defined compiled "
+    "(TRITON_INTERPRET was not 1 when it was first imported; run with TRITON_INTERPRET=1)"
 )
 
 
