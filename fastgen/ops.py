@@ -127,7 +127,10 @@ def _namespace(op: str, device: torch.device) -> Any | None:
         _load_triton()
     if name == "auto":
         preferred = [AUTO_CUDA_CHOICE[op]] if op in AUTO_CUDA_CHOICE else []
+        # Triton on CPU tensors is its interpreter, a test vehicle: never auto's pick.
         for candidate in preferred + ["cpu", "cuda", "triton"]:
+            if candidate == "triton" and device.type == "cpu":
+                continue
             if candidate in _NAMESPACES and device.type in _DEVICE_TYPES[candidate]:
                 return _NAMESPACES[candidate]
         return None
