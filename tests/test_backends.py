@@ -109,6 +109,8 @@ def test_gpu_backend_on_cpu_tensors(name):
     x = torch.zeros(2, 3)
     fastgen.set_backend(name)
     if name in fastgen.available_backends():
+        if "cpu" in fastgen.ops._DEVICE_TYPES[name]:
+            pytest.skip("the Triton interpreter (TRITON_INTERPRET=1) runs this backend on CPU tensors")
         with pytest.raises(ValueError, match=rf"fastgen.gaussian_kl: backend '{name}' runs on cuda tensors, got tensors on cpu"):
             fastgen.gaussian_kl(x, x)
     else:
