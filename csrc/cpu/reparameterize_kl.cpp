@@ -53,8 +53,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> reparameterize_kl_cpu(
   return {z, kl, philox_state_tensor(state)};
 }
 
-// grad_mu = sum_k g_z + g_kl * mu
-// grad_logvar = std / 2 * sum_k g_z eps_k + g_kl * (e^logvar - 1) / 2
+// Gradients: reparameterize_kl_grad_mu / _grad_logvar of fastgen/math.h.
 std::tuple<at::Tensor, at::Tensor> reparameterize_kl_backward_cpu(
     const std::optional<at::Tensor>& grad_z_opt, const std::optional<at::Tensor>& grad_kl_opt,
     const at::Tensor& mu_in, const at::Tensor& logvar_in, const at::Tensor& rng_state,
@@ -111,9 +110,8 @@ std::tuple<at::Tensor, at::Tensor> reparameterize_kl_backward_cpu(
       const Vec<opmath> g_kl(gkl_ptr ? gkl_ptr[r] : opmath(0));
       for_each_vector<opmath>(len, [&](int64_t i) {
         const Vec<opmath> mv = Vec<opmath>::loadu(m + i), lvv = Vec<opmath>::loadu(lv + i);
-        (Vec<opmath>::loadu(sum_g + i) + g_kl * mv).store(gm + i);
-        (reparameterize_grad_logvar(lvv, Vec<opmath>::loadu(sum_g_eps + i)) + g_kl * kl_std_normal_grad_logvar(lvv))
-            .store(glv + i);
+        reparameterize_kl_grad_mu(mv, Vec<opmath>::loadu(sum_g + i), g_kl).store(gm + i);
+        reparameterize_kl_grad_logvar(lvv, Vec<opmath>::loadu(sum_g_eps + i), g_kl).store(glv + i);
       });
       store_block(gm_ptr + j0, gm, len);
       store_block(glv_ptr + j0, glv, len);

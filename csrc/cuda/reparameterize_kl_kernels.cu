@@ -50,8 +50,7 @@ struct ReparameterizeKlTerms {
   }
 };
 
-// grad_mu = sum_k g_z + g_kl * mu
-// grad_logvar = std / 2 * sum_k g_z eps_k + g_kl * (e^logvar - 1) / 2
+// Gradients: reparameterize_kl_grad_mu / _grad_logvar of fastgen/math.h.
 template <typename T>
 struct ReparameterizeKlBackward : NoLaunchWork {
   const T* grad_z;           // null: no gradient of z
@@ -94,8 +93,8 @@ struct ReparameterizeKlBackward : NoLaunchWork {
     load<N, ALIGNED>(logvar + first, valid, lv);
 #pragma unroll
     for (int i = 0; i < N; ++i) {
-      gm[i] = sum_g[i] + g_kl[i] * m[i];
-      glv[i] = reparameterize_grad_logvar(lv[i], sum_g_eps[i]) + g_kl[i] * kl_std_normal_grad_logvar(lv[i]);
+      gm[i] = reparameterize_kl_grad_mu(m[i], sum_g[i], g_kl[i]);
+      glv[i] = reparameterize_kl_grad_logvar(lv[i], sum_g_eps[i], g_kl[i]);
     }
     store<N, ALIGNED>(grad_mu + first, valid, gm);
     store<N, ALIGNED>(grad_logvar + first, valid, glv);

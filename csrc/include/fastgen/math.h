@@ -65,6 +65,20 @@ FASTGEN_HOST_DEVICE T kl_std_normal_grad_logvar(T logvar) {
   return T(0.5f) * (exp_(logvar) - T(1.0f));
 }
 
+// reparameterize_kl's gradients: the samples' (upstream gradients g_k summed
+// over the K samples) plus the KL's, scaled by its upstream gradient g_kl:
+// grad_mu = sum_k g_k + g_kl * mu
+// grad_logvar = std / 2 * sum_k g_k eps_k + g_kl * (e^logvar - 1) / 2
+template <typename T>
+FASTGEN_HOST_DEVICE T reparameterize_kl_grad_mu(T mu, T sum_grad, T grad_kl) {
+  return sum_grad + grad_kl * mu;
+}
+
+template <typename T>
+FASTGEN_HOST_DEVICE T reparameterize_kl_grad_logvar(T logvar, T sum_grad_eps, T grad_kl) {
+  return reparameterize_grad_logvar(logvar, sum_grad_eps) + grad_kl * kl_std_normal_grad_logvar(logvar);
+}
+
 // KL(N(mu, e^lv) || N(pm, e^plv)) = (plv - lv + (e^lv + (mu - pm)^2) e^-plv - 1) / 2
 template <typename T>
 FASTGEN_HOST_DEVICE T kl_diag_normal(T mu, T logvar, T prior_mu, T prior_logvar) {
