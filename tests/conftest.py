@@ -50,3 +50,17 @@ def _restore_backend():
     previous = fastgen.get_backend()
     yield
     fastgen.set_backend(previous)
+
+
+@pytest.fixture
+def one_thread():
+    """Runs a test on one CPU thread.
+
+    The model-level tests use tiny networks: per-op overhead dominates and a
+    second thread only adds synchronization (tens of times slower on a shared
+    2-core machine).
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

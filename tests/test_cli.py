@@ -20,11 +20,8 @@ PROMISED_FILES = ("metrics.csv", "samples.png", "curves.png", "checkpoint.pt")
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+def _one_thread(one_thread):
+    """Every test here runs on one thread (see tests/conftest.py)."""
 
 
 def _train(tmp_path, model, *extra):

@@ -14,12 +14,8 @@ from fastgen.distributions import Bernoulli, Normal
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors: a second thread only adds synchronization on a shared 2-core machine.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+def _one_thread(one_thread):
+    """Every test here runs on one thread (see tests/conftest.py)."""
 
 
 def _gaussian_parameters(shape=(4, 3), dtype=torch.float64):

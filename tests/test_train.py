@@ -22,12 +22,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny networks: a second thread only adds synchronization on a shared 2-core machine.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+def _one_thread(one_thread):
+    """Every test here runs on one thread (see tests/conftest.py)."""
 
 
 @pytest.fixture(scope="module")

@@ -9,13 +9,8 @@ from fastgen.data import digits
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    # The networks here are tiny: per-op overhead dominates and a second thread only adds
-    # synchronization (tens of times slower on a shared 2-core machine).
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+def _one_thread(one_thread):
+    """Every test here runs on one thread (see tests/conftest.py)."""
 
 
 @pytest.fixture(scope="session")
