@@ -37,6 +37,7 @@ Launches
 """
 from __future__ import annotations
 
+import dataclasses
 import gc
 import math
 import time
@@ -166,7 +167,10 @@ class CopyBaseline:
     """
 
     def __init__(self, device: torch.device, cfg: TimerConfig):
-        self.device, self.cfg = device, cfg
+        # the copy is the denominator of every pct_of_copy of its size: sample it more
+        self.device = device
+        self.cfg = dataclasses.replace(cfg, min_reps=max(cfg.min_reps, 3 * TimerConfig.min_reps)
+                                       if cfg.min_time_s > 0 else cfg.min_reps)
         self._cache: dict = {}
 
     def time(self, nbytes: int, *, cudagraph: bool = False) -> Stats:
