@@ -268,7 +268,7 @@ def write_plots(out_dir: Path, slug: str, rows: List[Dict]) -> List[Path]:
                 ax.set_xlabel(xlabel)
                 ax.set_ylabel(ylabel)
                 ax.set_title(f"{op} {mode}" if op != CLIP_OP else op)
-                ax.grid(True, which="both", alpha=0.3)
+                ax.grid(True, which="major", alpha=0.3)
         handles, labels = axes[0][0].get_legend_handles_labels()
         if handles:
             fig.legend(handles, labels, loc="upper center", ncol=min(4, len(labels)), fontsize=8,
