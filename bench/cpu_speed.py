@@ -10,8 +10,8 @@ At 4096x1024 float32, with torch's default thread count (all cores):
   ``fastgen.clip_weights_`` against the per-parameter ``p.data.clamp_(-c, c)`` loop
   (target >= 1.5x); the ``torch._foreach`` pair is shown for reference.
 
-All providers of a row are timed back to back in this process, so the ratios compare
-measurements taken under the same conditions. Timer: ``bench.timing.time_cpu`` (median of
+All providers of a row are sampled round-robin in this process (one sample of each per
+round), so the ratios compare measurements taken under the same conditions. Timer: ``bench.timing.time_cpu_interleaved`` (median of
 repeated ``perf_counter`` samples after warm-up). Prints a markdown table; ``--out FILE``
 also writes it. Exit status 0 unless ``--strict`` and a target is missed.
 
@@ -20,7 +20,7 @@ also writes it. Exit status 0 unless ``--strict`` and a target is missed.
 from __future__ import annotations
 
 import argparse
-import os
+import contextlib
 import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
@@ -32,7 +32,7 @@ import torch
 
 from bench import cases, env
 from bench.models import DCGANCritic28
-from bench.timing import TimerConfig, time_cpu
+from bench.timing import TimerConfig, time_cpu_interleaved
 
 FORWARD_OPS = ["reparameterize", "reparameterize_kl", "gaussian_kl", "gaussian_kl_learned_prior",
                "bernoulli_log_likelihood", "gaussian_log_likelihood", "clamp"]
@@ -61,21 +61,28 @@ def measure(size=(4096, 1024), cfg: Optional[TimerConfig] = None, backend: str =
         log(f"warning: fastgen backend {backend!r} is not built; fastgen columns stay empty")
     rows = []
 
-    def timed(fn, inputs, mode, ctx=None):
-        import contextlib
-
-        with (ctx or contextlib.nullcontext()):
-            return time_cpu(cases.mode_callable(fn, inputs, mode), cfg).median_ms
+    def timed(variants, inputs, mode):
+        """Medians of the variants [(context factory, fn)], sampled round-robin."""
+        entries = []
+        for ctx, fn in variants:
+            with ctx():
+                entries.append((ctx, cases.mode_callable(fn, inputs, mode)))
+        return [st.median_ms for st in time_cpu_interleaved(entries, cfg)]
 
     cases_list = [(op, "fwd") for op in FORWARD_OPS] + [("reparameterize", "full")]
     for op, mode in cases_list:
         spec = cases.OPS[op]
         torch.manual_seed(0)
         inputs = spec.make(B, D, torch.float32, device)
-        t_e = timed(spec.eager, inputs, mode)
-        t_c = timed(cases.compile_formula(spec.eager), inputs, mode) if with_compile else None
-        t_f = (timed(spec.fused, inputs, mode, cases.fastgen_backend(backend))
-               if have_fastgen else None)
+        variants = [(contextlib.nullcontext, spec.eager)]
+        if with_compile:
+            variants.append((contextlib.nullcontext, cases.compile_formula(spec.eager)))
+        if have_fastgen:
+            variants.append((lambda: cases.fastgen_backend(backend), spec.fused))
+        times = iter(timed(variants, inputs, mode))
+        t_e = next(times)
+        t_c = next(times) if with_compile else None
+        t_f = next(times) if have_fastgen else None
         label = f"{op} {'forward' if mode == 'fwd' else 'forward+backward'}"
         targets = {"eager": 3.0} if mode == "full" else {"eager": 3.0, "compile": 1.0}
         rows.append(dict(case=label, eager=t_e, compile=t_c, fastgen=t_f, foreach=None,
@@ -87,12 +94,13 @@ def measure(size=(4096, 1024), cfg: Optional[TimerConfig] = None, backend: str =
     critic = DCGANCritic28()
     params = list(critic.parameters())
     # every variant walks critic.parameters() per call, as a training loop does
-    t_loop = time_cpu(lambda: cases.clip_loop(critic.parameters()), cfg).median_ms
-    t_each = time_cpu(lambda: cases.clip_foreach(list(critic.parameters())), cfg).median_ms
-    t_f = None
+    variants = [(contextlib.nullcontext, lambda: cases.clip_loop(critic.parameters())),
+                (contextlib.nullcontext, lambda: cases.clip_foreach(list(critic.parameters())))]
     if have_fastgen:
-        with cases.fastgen_backend(backend):
-            t_f = time_cpu(lambda: cases.clip_fastgen(critic), cfg).median_ms
+        variants.append((lambda: cases.fastgen_backend(backend), lambda: cases.clip_fastgen(critic)))
+    times = [st.median_ms for st in time_cpu_interleaved(variants, cfg)]
+    t_loop, t_each = times[0], times[1]
+    t_f = times[2] if have_fastgen else None
     label = f"clip_weights_ {len(params)}-tensor DCGAN critic ({sum(p.numel() for p in params)} el.)"
     rows.append(dict(case=label, eager=t_loop, compile=None, fastgen=t_f, foreach=t_each,
                      targets={"eager": 1.5}))

@@ -22,7 +22,7 @@ import torch
 
 from bench import cases, env, report, steps
 from bench.timing import (CopyBaseline, Stats, TimerConfig, cuda_peak_bytes, launches,
-                          saved_tensor_bytes, time_fn)
+                          saved_tensor_bytes, time_cpu_interleaved, time_fn)
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -82,66 +82,103 @@ def _check_outputs(spec: cases.OpSpec, got, ref, dtype) -> Optional[str]:
 
 
 def run_ops(run: Run, ops: Sequence[str], dtypes: Sequence[str], sizes, providers, modes) -> None:
-    dev = run.device
     for op in ops:
         spec = cases.OPS[op]
         for dname in dtypes:
             dtype = cases.DTYPES[dname]
             for (B, D) in sizes:
                 torch.manual_seed(0)
-                inputs = spec.make(B, D, dtype, dev)
-                numel, shape = B * D, f"{B}x{D}"
-                ref = None
-                for prov in providers:
-                    try:
-                        with prov.context():
-                            ref = _measure_provider(run, spec, prov, inputs, B, D, dtype, dname, modes, ref)
-                    except Exception as e:  # one provider failing must not lose the whole run
-                        run.failures.append(f"{op} {prov.name} {dname} {shape}: {e!r}")
-                        warnings.warn(f"bench: {op} {prov.name} {dname} {shape} failed: {e!r}")
-                del inputs, ref
+                inputs = spec.make(B, D, dtype, run.device)
+                _run_case(run, spec, inputs, B, D, dtype, dname, providers, modes)
+                del inputs
 
 
-def _measure_provider(run: Run, spec: cases.OpSpec, prov: cases.Provider, inputs: cases.OpInputs,
-                      B: int, D: int, dtype: torch.dtype, dname: str, modes, ref):
-    """All modes of one provider on one case; returns the eager reference output."""
+def _fail(run: Run, what: str, e: BaseException) -> None:
+    """One provider failing must not lose the whole run: record it, warn, go on."""
+    run.failures.append(f"{what}: {e!r}")
+    warnings.warn(f"bench: {what} failed: {e!r}")
+
+
+def _run_case(run: Run, spec: cases.OpSpec, inputs: cases.OpInputs, B: int, D: int,
+              dtype: torch.dtype, dname: str, providers, modes) -> None:
+    """Every provider and mode of one (op, dtype, size) case."""
     dev, numel, shape, op = run.device, B * D, f"{B}x{D}", spec.name
-    fn = prov.bind(spec)
-    if run.check:
-        # grad enabled, as in the timed calls, so torch.compile builds the graph it will time
-        if inputs.grad_inputs:
-            out = fn(*inputs.args)
-        else:  # in-place op: on a copy, without autograd as when timed
-            with torch.no_grad():
-                out = fn(*(a.detach().clone() for a in inputs.args))
-        out = tuple(o.detach() for o in cases.as_tuple(out))
-        if prov.name == "eager":
-            ref = out
-        elif ref is not None:
-            msg = _check_outputs(spec, out, ref, dtype)
-            if msg:
-                run.failures.append(f"{op} {prov.name} {dname} {shape}: {msg}")
-                warnings.warn(f"bench: {op} {prov.name} {dname} {shape}: {msg}")
-    saved = None
-    if inputs.grad_inputs:
-        saved = saved_tensor_bytes(lambda: fn(*inputs.args), inputs.args)
     itemsize = torch.tensor([], dtype=dtype).element_size()
+    bound, ref = [], None
+    for prov in providers:
+        what = f"{op} {prov.name} {dname} {shape}"
+        try:
+            with prov.context():
+                fn = prov.bind(spec)
+                if run.check:
+                    ref = _check_provider(run, spec, prov, fn, inputs, dtype, what, ref)
+                saved = (saved_tensor_bytes(lambda: fn(*inputs.args), inputs.args)
+                         if inputs.grad_inputs else None)
+            bound.append((prov, fn, saved))
+        except Exception as e:
+            _fail(run, what, e)
     for mode in modes:
         if mode not in spec.modes:
             continue
-        call = cases.mode_callable(fn, inputs, mode)
-        # backward of a forward recorded outside the graph cannot be captured on
-        # do_bench_cudagraph's own stream: plain do_bench for bwd
-        st = time_fn(call, dev, run.cfg, numel=numel, cudagraph=False if mode == "bwd" else None)
-        peak = launches_n = None
-        if dev.type == "cuda":
-            peak = cuda_peak_bytes(call, dev)
-            launches_n = launches(call, dev)
-        r = run.stats_row(st, nbytes=spec.nbytes(mode, B, D, itemsize), numel=numel, op=op,
-                          provider=prov.name, mode=mode, dtype=dname, shape=shape,
-                          peak_mem_bytes=peak, saved_bytes=saved, launches=launches_n)
-        run.log(f"{op:28s} {prov.name:15s} {mode:4s} {dname:8s} {shape:>11s} "
-                f"{st.median_ms:10.4f} ms  {_pct(r['pct_of_copy'])}")
+        entries = []
+        for prov, fn, saved in bound:
+            try:
+                with prov.context():
+                    entries.append((prov, cases.mode_callable(fn, inputs, mode), saved))
+            except Exception as e:
+                _fail(run, f"{op} {prov.name} {mode} {dname} {shape}", e)
+        stats = _time_entries(run, entries, numel, mode, f"{op} {mode} {dname} {shape}")
+        for (prov, call, saved), st in zip(entries, stats):
+            if st is None:
+                continue
+            peak = launches_n = None
+            if dev.type == "cuda":
+                with prov.context():
+                    peak = cuda_peak_bytes(call, dev)
+                    launches_n = launches(call, dev)
+            r = run.stats_row(st, nbytes=spec.nbytes(mode, B, D, itemsize), numel=numel, op=op,
+                              provider=prov.name, mode=mode, dtype=dname, shape=shape,
+                              peak_mem_bytes=peak, saved_bytes=saved, launches=launches_n)
+            run.log(f"{op:28s} {prov.name:15s} {mode:4s} {dname:8s} {shape:>11s} "
+                    f"{st.median_ms:10.4f} ms  {_pct(r['pct_of_copy'])}")
+
+
+def _time_entries(run: Run, entries, numel: int, mode: str, what: str) -> List[Optional[Stats]]:
+    """CPU: all providers round-robin; CUDA: one after another (device-side timers)."""
+    if run.device.type == "cpu" and entries:
+        try:
+            return time_cpu_interleaved([(prov.context, call) for prov, call, _ in entries], run.cfg)
+        except Exception:  # find out which provider fails, time the others alone
+            pass
+    out: List[Optional[Stats]] = []
+    for prov, call, _ in entries:
+        try:
+            with prov.context():
+                # backward of a forward recorded outside the graph cannot be captured on
+                # do_bench_cudagraph's own stream: plain do_bench for bwd
+                out.append(time_fn(call, run.device, run.cfg, numel=numel,
+                                   cudagraph=False if mode in ("bwd", "clip") else None))
+        except Exception as e:
+            _fail(run, f"{what} {prov.name}", e)
+            out.append(None)
+    return out
+
+
+def _check_provider(run: Run, spec, prov, fn, inputs, dtype, what: str, ref):
+    """Compare a provider's forward with eager's; returns the eager reference output."""
+    if inputs.grad_inputs:  # grad enabled, as when timed, so torch.compile builds that graph
+        out = fn(*inputs.args)
+    else:  # in-place op: on a copy, without autograd as when timed
+        with torch.no_grad():
+            out = fn(*(a.detach().clone() for a in inputs.args))
+    out = tuple(o.detach() for o in cases.as_tuple(out))
+    if prov.name == "eager":
+        return out
+    if ref is not None:
+        msg = _check_outputs(spec, out, ref, dtype)
+        if msg:
+            run.failures.append(f"{what}: {msg}")
+            warnings.warn(f"bench: {what}: {msg}")
     return ref
 
 
@@ -151,32 +188,34 @@ def _pct(p) -> str:
 
 def run_clip(run: Run, kind: str, dtypes: Sequence[str], fg_backends: Sequence[str]) -> None:
     dev = run.device
-    provs = [("eager", cases.clip_loop, None), ("foreach", cases.clip_foreach, None)]
-    provs += [(f"fastgen-{b}", cases.clip_fastgen, b) for b in fg_backends]
+    provs = [cases.Provider("eager", None), cases.Provider("foreach", None)]
+    fns = {"eager": cases.clip_loop, "foreach": cases.clip_foreach}
+    for b in fg_backends:
+        provs.append(cases.Provider(f"fastgen-{b}", None, context=lambda b=b: cases.fastgen_backend(b)))
+        fns[f"fastgen-{b}"] = cases.clip_fastgen
     for dname in dtypes:
         dtype = cases.DTYPES[dname]
         torch.manual_seed(0)
         for ps in cases.clip_param_sets(kind, dtype, dev):
-            itemsize = ps.params[0].element_size()
-            nbytes = 2 * ps.numel * itemsize
-            for name, fn, backend in provs:
-                ctx = cases.fastgen_backend(backend) if backend else _null()
+            nbytes = 2 * ps.numel * ps.params[0].element_size()
+            entries = [(p, (lambda fn=fns[p.name], params=ps.params: fn(params)), None) for p in provs]
+            # no CUDA graph (mode "clip"): the host-side launch cost is what fusing the loop removes
+            stats = _time_entries(run, entries, ps.numel, "clip", f"{report.CLIP_OP} {dname} {ps.label}")
+            for (prov, call, _), st in zip(entries, stats):
+                if st is None:
+                    continue
                 try:
-                    with ctx:
-                        call = lambda fn=fn, params=ps.params: fn(params)
-                        # no CUDA graph: the host-side launch cost is what fusing the loop removes
-                        st = time_fn(call, dev, run.cfg, cudagraph=False)
+                    with prov.context():
                         n_launch = launches(call, dev)
                         peak = cuda_peak_bytes(call, dev) if dev.type == "cuda" else None
                 except Exception as e:
-                    run.failures.append(f"{report.CLIP_OP} {name} {dname} {ps.label}: {e!r}")
-                    warnings.warn(f"bench: {report.CLIP_OP} {name} {dname} {ps.label} failed: {e!r}")
+                    _fail(run, f"{report.CLIP_OP} {prov.name} {dname} {ps.label}", e)
                     continue
-                r = run.stats_row(st, nbytes=nbytes, numel=ps.numel, op=report.CLIP_OP, provider=name,
-                                  mode="fwd", dtype=dname, shape=ps.label, peak_mem_bytes=peak,
-                                  launches=n_launch)
+                r = run.stats_row(st, nbytes=nbytes, numel=ps.numel, op=report.CLIP_OP,
+                                  provider=prov.name, mode="fwd", dtype=dname, shape=ps.label,
+                                  peak_mem_bytes=peak, launches=n_launch)
                 r["count"] = ps.count
-                run.log(f"{report.CLIP_OP:28s} {name:15s} {dname:8s} {ps.label:>34s} "
+                run.log(f"{report.CLIP_OP:28s} {prov.name:15s} {dname:8s} {ps.label:>34s} "
                         f"{st.median_ms:10.4f} ms  launches {n_launch}")
 
 

@@ -8,7 +8,9 @@ Timing
   the timer's own cost do not dominate microsecond-sized calls. The cyclic garbage
   collector is paused while samples are taken. Samples are repeated
   until ``min_time_s`` has passed (between ``min_reps`` and ``max_reps`` samples); the
-  row records the median and the 20th / 80th percentiles of the samples.
+  row records the median and the 20th / 80th percentiles of the samples. The providers
+  of one case are sampled round-robin (``time_cpu_interleaved``), so interference from
+  other processes on a shared host lands on all of them alike.
   ``torch.set_num_threads`` is left alone (all cores of the machine).
 * CUDA: ``triton.testing.do_bench`` (CUDA events, L2 cache flushed before each call),
   or for tiny shapes ``triton.testing.do_bench_cudagraph`` (calls unrolled into one CUDA
@@ -37,12 +39,13 @@ Launches
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import math
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Callable, ContextManager, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -98,35 +101,62 @@ def summarize(samples_ms: Iterable[float], timer: str) -> Stats:
     return Stats(med, p20, p80, len(s), timer)
 
 
-def time_cpu(fn: Callable[[], object], cfg: TimerConfig) -> Stats:
-    """Median / p20 / p80 wall time of ``fn()`` on the host (see module docstring)."""
-    for _ in range(max(cfg.warmup, 1)):
-        fn()
-    # Calibrate: how many calls make one sample of at least target_sample_s.
-    inner, elapsed = 1, 0.0
+def _calibrate(fn: Callable[[], object], cfg: TimerConfig):
+    """Calls per sample (``inner``) so one sample lasts >= target_sample_s; and its duration."""
+    inner = 1
     while True:
         t0 = time.perf_counter()
         for _ in range(inner):
             fn()
         elapsed = time.perf_counter() - t0
         if elapsed >= cfg.target_sample_s or inner >= 1 << 16:
-            break
+            return inner, max(elapsed, 1e-9)
         inner *= 2 if elapsed <= 0 else max(2, min(16, int(cfg.target_sample_s / elapsed) + 1))
-    per_sample = max(elapsed, 1e-9)
-    reps = int(min(cfg.max_reps, max(cfg.min_reps, math.ceil(cfg.min_time_s / per_sample))))
-    samples = []
+
+
+def _timer_name(inner: int) -> str:
+    return "perf_counter" if inner == 1 else f"perf_counter/x{inner}"
+
+
+def time_cpu(fn: Callable[[], object], cfg: TimerConfig) -> Stats:
+    """Median / p20 / p80 wall time of ``fn()`` on the host (see module docstring)."""
+    return time_cpu_interleaved([(contextlib.nullcontext, fn)], cfg)[0]
+
+
+def time_cpu_interleaved(entries: Sequence[Tuple[Callable[[], ContextManager], Callable[[], object]]],
+                         cfg: TimerConfig) -> List[Stats]:
+    """Time several callables round-robin: one sample of each per round.
+
+    Every entry is ``(context_factory, fn)``; the context (e.g. a fastgen backend selection)
+    is entered around each sample, outside the timed region. Interleaving spreads any
+    interference from other processes on a shared host over all providers alike, so their
+    ratio stays meaningful even when absolute times wobble. All entries get the same
+    number of samples.
+    """
+    plans = []
+    for ctx, fn in entries:
+        with ctx():
+            for _ in range(max(cfg.warmup, 1)):
+                fn()
+            plans.append(_calibrate(fn, cfg))
+    longest = max(per_sample for _, per_sample in plans)
+    reps = int(min(cfg.max_reps, max(cfg.min_reps, math.ceil(cfg.min_time_s / longest))))
+    samples: List[List[float]] = [[] for _ in entries]
     gc_was_enabled = gc.isenabled()
     gc.disable()  # no cyclic-GC pause inside a sample (a full collect here costs ~0.1 s)
     try:
         for _ in range(reps):
-            t0 = time.perf_counter()
-            for _ in range(inner):
-                fn()
-            samples.append((time.perf_counter() - t0) * 1e3 / inner)
+            for i, (ctx, fn) in enumerate(entries):
+                inner = plans[i][0]
+                with ctx():
+                    t0 = time.perf_counter()
+                    for _ in range(inner):
+                        fn()
+                    samples[i].append((time.perf_counter() - t0) * 1e3 / inner)
     finally:
         if gc_was_enabled:
             gc.enable()
-    return summarize(samples, "perf_counter" if inner == 1 else f"perf_counter/x{inner}")
+    return [summarize(s, _timer_name(plans[i][0])) for i, s in enumerate(samples)]
 
 
 def time_cuda(fn: Callable[[], object], cfg: TimerConfig, *, cudagraph: bool) -> Stats:
