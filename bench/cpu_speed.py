@@ -10,8 +10,9 @@ At 4096x1024 float32, with torch's default thread count (all cores):
   ``fastgen.clip_weights_`` against the per-parameter ``p.data.clamp_(-c, c)`` loop
   (target >= 1.5x); the ``torch._foreach`` pair is shown for reference.
 
-All providers of a row are sampled round-robin in this process (one sample of each per
-round), so the ratios compare measurements taken under the same conditions. Timer: ``bench.timing.time_cpu_interleaved`` (median of
+All providers of a row are timed back to back in this process, each in its own steady
+state, so the ratios compare measurements taken under the same conditions. Timer:
+``bench.timing.time_cpu`` (median of
 repeated ``perf_counter`` samples after warm-up). Prints a markdown table; ``--out FILE``
 also writes it. Exit status 0 unless ``--strict`` and a target is missed.
 
@@ -32,7 +33,7 @@ import torch
 
 from bench import cases, env
 from bench.models import DCGANCritic28
-from bench.timing import TimerConfig, time_cpu_interleaved
+from bench.timing import TimerConfig, time_cpu
 
 FORWARD_OPS = ["reparameterize", "reparameterize_kl", "gaussian_kl", "gaussian_kl_learned_prior",
                "bernoulli_log_likelihood", "gaussian_log_likelihood", "clamp"]
@@ -62,12 +63,12 @@ def measure(size=(4096, 1024), cfg: Optional[TimerConfig] = None, backend: str =
     rows = []
 
     def timed(variants, inputs, mode):
-        """Medians of the variants [(context factory, fn)], sampled round-robin."""
-        entries = []
+        """Medians of the variants [(context factory, fn)], one after another."""
+        out = []
         for ctx, fn in variants:
             with ctx():
-                entries.append((ctx, cases.mode_callable(fn, inputs, mode)))
-        return [st.median_ms for st in time_cpu_interleaved(entries, cfg)]
+                out.append(time_cpu(cases.mode_callable(fn, inputs, mode), cfg).median_ms)
+        return out
 
     cases_list = [(op, "fwd") for op in FORWARD_OPS] + [("reparameterize", "full")]
     for op, mode in cases_list:
@@ -98,7 +99,10 @@ def measure(size=(4096, 1024), cfg: Optional[TimerConfig] = None, backend: str =
                 (contextlib.nullcontext, lambda: cases.clip_foreach(list(critic.parameters())))]
     if have_fastgen:
         variants.append((lambda: cases.fastgen_backend(backend), lambda: cases.clip_fastgen(critic)))
-    times = [st.median_ms for st in time_cpu_interleaved(variants, cfg)]
+    times = []
+    for ctx, fn in variants:
+        with ctx():
+            times.append(time_cpu(fn, cfg).median_ms)
     t_loop, t_each = times[0], times[1]
     t_f = times[2] if have_fastgen else None
     label = f"clip_weights_ {len(params)}-tensor DCGAN critic ({sum(p.numel() for p in params)} el.)"

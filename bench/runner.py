@@ -31,8 +31,9 @@ class Run:
     """Everything one invocation shares: device, timer settings, copy baselines, rows."""
 
     def __init__(self, device: torch.device, cfg: TimerConfig, *, check: bool = True,
-                 verbose: bool = True):
+                 verbose: bool = True, interleave: bool = False):
         self.device, self.cfg, self.check, self.verbose = device, cfg, check, verbose
+        self.interleave = interleave
         self.copy = CopyBaseline(device, cfg)
         self.rows: List[Dict] = []
         self.failures: List[str] = []
@@ -144,8 +145,9 @@ def _run_case(run: Run, spec: cases.OpSpec, inputs: cases.OpInputs, B: int, D: i
 
 
 def _time_entries(run: Run, entries, numel: int, mode: str, what: str) -> List[Optional[Stats]]:
-    """CPU: all providers round-robin; CUDA: one after another (device-side timers)."""
-    if run.device.type == "cpu" and entries:
+    """One provider after another, each in its own steady state (default); with
+    ``--interleave`` on CPU, all providers round-robin instead."""
+    if run.interleave and run.device.type == "cpu" and entries:
         try:
             return time_cpu_interleaved([(prov.context, call) for prov, call, _ in entries], run.cfg)
         except Exception:  # find out which provider fails, time the others alone
@@ -275,6 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-steps", action="store_true", help="skip the end-to-end steps")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--no-check", action="store_true", help="skip the eager-vs-provider output check")
+    p.add_argument("--interleave", action="store_true",
+                   help="CPU: sample the providers of a case round-robin instead of one after another "
+                        "(spreads interference, but disturbs eager's allocator steady state)")
     p.add_argument("-q", "--quiet", action="store_true")
     return p
 
@@ -313,7 +318,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     modes = [m for m in args.modes.split(",") if m]
     dtypes = [d for d in args.dtypes.split(",") if d]
 
-    run = Run(device, cfg, check=not args.no_check, verbose=not args.quiet)
+    run = Run(device, cfg, check=not args.no_check, verbose=not args.quiet, interleave=args.interleave)
     slug = env.device_slug(device)
     load = env.load_note()
     run.log(f"# {run.base['device']} ({slug}); torch {run.base['torch']}, triton {run.base['triton']}, "

@@ -8,9 +8,13 @@ Timing
   the timer's own cost do not dominate microsecond-sized calls. The cyclic garbage
   collector is paused while samples are taken. Samples are repeated
   until ``min_time_s`` has passed (between ``min_reps`` and ``max_reps`` samples); the
-  row records the median and the 20th / 80th percentiles of the samples. The providers
-  of one case are sampled round-robin (``time_cpu_interleaved``), so interference from
-  other processes on a shared host lands on all of them alike.
+  row records the median and the 20th / 80th percentiles of the samples. Providers are
+  timed one after another, each in its own steady state. ``time_cpu_interleaved``
+  (runner flag ``--interleave``) samples them round-robin instead, which spreads
+  interference from other processes over all of them, but it also disturbs the eager
+  formula's allocator steady state: its 16 MiB temporaries then come back as fresh
+  pages (page faults on every call), which measured eager up to ~4x slower at 4096x1024 and
+  would flatter the fused ops -- so it is off by default.
   ``torch.set_num_threads`` is left alone (all cores of the machine).
 * CUDA: ``triton.testing.do_bench`` (CUDA events, L2 cache flushed before each call),
   or for tiny shapes ``triton.testing.do_bench_cudagraph`` (calls unrolled into one CUDA
