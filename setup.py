@@ -3,7 +3,7 @@
 The CPU kernels (csrc/cpu) are always built. The CUDA kernels (csrc/cuda) are
 added when torch has CUDA and nvcc is found; FASTGEN_CUDA=1 forces them in and
 FASTGEN_CUDA=0 leaves them out. The CPU kernels use the SIMD instruction set
-of the build machine's x86 family (AVX2 where the compiler and CPU have it);
+torch dispatches to on the build machine (AVX512 or AVX2 on x86);
 FASTGEN_CPU_ISA=avx2|avx512|default overrides the choice. FASTGEN_BUILD_EXT=0
 installs the Python package alone (the Makefile then builds the extension in
 place, incrementally, with `setup.py build_ext --inplace`).
@@ -14,7 +14,6 @@ installed (a CUDA build, say) is the one compiled against.
 
 import glob
 import os
-import platform
 
 from setuptools import setup
 
@@ -24,14 +23,17 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def cpu_isa_flags():
-    """Compiler flags selecting at::vec's SIMD implementation for the CPU kernels."""
+    """Compiler flags selecting at::vec's SIMD implementation for the CPU kernels.
+
+    `auto` takes the level torch itself dispatches to on the build machine
+    (which honours ATEN_CPU_CAPABILITY).
+    """
     choice = os.environ.get("FASTGEN_CPU_ISA", "auto").lower()
     if choice == "auto":
-        choice = "default"
-        if platform.machine() in ("x86_64", "AMD64") and os.path.exists("/proc/cpuinfo"):
-            flags = open("/proc/cpuinfo").read()
-            if " avx2" in flags and " fma" in flags:
-                choice = "avx2"
+        import torch
+
+        capability = torch.backends.cpu.get_cpu_capability()
+        choice = {"AVX512": "avx512", "AVX2": "avx2"}.get(capability, "default")
     if choice == "avx2":
         return ["-mavx2", "-mfma", "-mf16c", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"]
     if choice == "avx512":
@@ -59,7 +61,10 @@ def want_cuda():
 def extension():
     sources = ["csrc/fastgen.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
     include_dirs = [os.path.join(HERE, "csrc"), os.path.join(HERE, "csrc", "include")]
-    cxx = ["-O3", "-fvisibility=hidden"] + cpu_isa_flags()
+    # -fopenmp: at::parallel_for is an inline OpenMP region; without it every
+    # kernel would run on one thread. The GOMP symbols resolve to the OpenMP
+    # runtime torch itself loads (no -lgomp), so there is one thread pool.
+    cxx = ["-O3", "-fvisibility=hidden", "-fopenmp"] + cpu_isa_flags()
     if want_cuda():
         sources += sorted(glob.glob("csrc/cuda/*.cu")) + sorted(glob.glob("csrc/cuda/*.cpp"))
         nvcc = ["-O3", "--expt-relaxed-constexpr", "-lineinfo"]

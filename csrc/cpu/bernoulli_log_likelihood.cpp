@@ -15,13 +15,15 @@ at::Tensor bernoulli_log_likelihood_cpu(const at::Tensor& logits, const at::Tens
     using opmath = opmath_t<scalar_t>;
     const RowOperand<scalar_t> x(logits), t(target);
     const int64_t cols = shape.cols;
-    row_sums<opmath>(shape.rows, cols, out.data_ptr<opmath>(), [&](int64_t r, int64_t c0, int64_t n, opmath* terms) {
+    row_sums<opmath>(shape.rows, cols, out.data_ptr<opmath>(), [&](int64_t r, int64_t c0, int64_t n) {
       alignas(64) opmath x_buf[kBlock], t_buf[kBlock];
       const opmath* xv = load_block(x.row(r, cols) + c0, n, x_buf);
       const opmath* tv = load_block(t.row(r, cols) + c0, n, t_buf);
+      Vec<opmath> acc(opmath(0));
       for_each_vector<opmath>(n, [&](int64_t i) {
-        bernoulli_log_prob(Vec<opmath>::loadu(xv + i), Vec<opmath>::loadu(tv + i)).store(terms + i);
+        acc = acc + first_lanes(bernoulli_log_prob(Vec<opmath>::loadu(xv + i), Vec<opmath>::loadu(tv + i)), n - i);
       });
+      return acc;
     });
   });
   return out;

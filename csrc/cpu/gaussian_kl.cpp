@@ -19,15 +19,16 @@ at::Tensor gaussian_kl_cpu(const at::Tensor& mu, const at::Tensor& logvar,
     using opmath = opmath_t<scalar_t>;
     const RowOperand<scalar_t> m(mu), lv(logvar), pm(prior_mu), plv(prior_logvar);
     const int64_t cols = shape.cols;
-    row_sums<opmath>(shape.rows, cols, out.data_ptr<opmath>(), [&](int64_t r, int64_t c0, int64_t n, opmath* terms) {
+    row_sums<opmath>(shape.rows, cols, out.data_ptr<opmath>(), [&](int64_t r, int64_t c0, int64_t n) {
       alignas(64) opmath m_buf[kBlock], lv_buf[kBlock], pm_buf[kBlock], plv_buf[kBlock];
       const opmath* mv = load_block(m.row(r, cols) + c0, n, m_buf);
       const opmath* lvv = load_block(lv.row(r, cols) + c0, n, lv_buf);
+      Vec<opmath> acc(opmath(0));
       if (!pm.defined() && !plv.defined()) {
         for_each_vector<opmath>(n, [&](int64_t i) {
-          kl_std_normal(Vec<opmath>::loadu(mv + i), Vec<opmath>::loadu(lvv + i)).store(terms + i);
+          acc = acc + first_lanes(kl_std_normal(Vec<opmath>::loadu(mv + i), Vec<opmath>::loadu(lvv + i)), n - i);
         });
-        return;
+        return acc;
       }
       // A missing half of the prior is its N(0, 1) value: mean 0 or log-variance 0.
       const opmath* pmv = pm.defined() ? load_block(pm.row(r, cols) + c0, n, pm_buf) : nullptr;
@@ -35,9 +36,11 @@ at::Tensor gaussian_kl_cpu(const at::Tensor& mu, const at::Tensor& logvar,
       for_each_vector<opmath>(n, [&](int64_t i) {
         const Vec<opmath> prior_mean = pmv ? Vec<opmath>::loadu(pmv + i) : Vec<opmath>(opmath(0));
         const Vec<opmath> prior_lv = plvv ? Vec<opmath>::loadu(plvv + i) : Vec<opmath>(opmath(0));
-        kl_diag_normal(Vec<opmath>::loadu(mv + i), Vec<opmath>::loadu(lvv + i), prior_mean, prior_lv)
-            .store(terms + i);
+        acc = acc + first_lanes(kl_diag_normal(Vec<opmath>::loadu(mv + i), Vec<opmath>::loadu(lvv + i), prior_mean,
+                                               prior_lv),
+                                n - i);
       });
+      return acc;
     });
   });
   return out;

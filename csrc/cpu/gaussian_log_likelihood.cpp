@@ -18,21 +18,24 @@ at::Tensor gaussian_log_likelihood_cpu(const at::Tensor& x, const at::Tensor& me
     using opmath = opmath_t<scalar_t>;
     const RowOperand<scalar_t> xo(x), mo(mean), lvo(logvar);
     const int64_t cols = shape.cols;
-    row_sums<opmath>(shape.rows, cols, out.data_ptr<opmath>(), [&](int64_t r, int64_t c0, int64_t n, opmath* terms) {
+    row_sums<opmath>(shape.rows, cols, out.data_ptr<opmath>(), [&](int64_t r, int64_t c0, int64_t n) {
       alignas(64) opmath x_buf[kBlock], m_buf[kBlock], lv_buf[kBlock];
       const opmath* xv = load_block(xo.row(r, cols) + c0, n, x_buf);
       const opmath* mv = load_block(mo.row(r, cols) + c0, n, m_buf);
+      Vec<opmath> acc(opmath(0));
       if (!lvo.defined()) {
         for_each_vector<opmath>(n, [&](int64_t i) {
-          gaussian_log_prob_unit(Vec<opmath>::loadu(xv + i), Vec<opmath>::loadu(mv + i)).store(terms + i);
+          acc = acc + first_lanes(gaussian_log_prob_unit(Vec<opmath>::loadu(xv + i), Vec<opmath>::loadu(mv + i)), n - i);
         });
-        return;
+        return acc;
       }
       const opmath* lvv = load_block(lvo.row(r, cols) + c0, n, lv_buf);
       for_each_vector<opmath>(n, [&](int64_t i) {
-        gaussian_log_prob(Vec<opmath>::loadu(xv + i), Vec<opmath>::loadu(mv + i), Vec<opmath>::loadu(lvv + i))
-            .store(terms + i);
+        acc = acc + first_lanes(gaussian_log_prob(Vec<opmath>::loadu(xv + i), Vec<opmath>::loadu(mv + i),
+                                                  Vec<opmath>::loadu(lvv + i)),
+                                n - i);
       });
+      return acc;
     });
   });
   return out;

@@ -92,16 +92,6 @@ inline void for_each_vector(int64_t n, const Fn& fn) {
   for (int64_t i = 0; i < n; i += Vec<S>::size()) fn(i);
 }
 
-// Sum of the first n values of a padded buffer.
-template <typename S>
-inline Vec<S> sum_block(const S* values, int64_t n) {
-  Vec<S> acc(S(0));
-  int64_t i = 0;
-  for (; i + Vec<S>::size() <= n; i += Vec<S>::size()) acc = acc + Vec<S>::loadu(values + i);
-  if (i < n) acc = acc + Vec<S>::loadu(values + i, n - i);
-  return acc;
-}
-
 template <typename S>
 inline S sum_lanes(const Vec<S>& v) {
   alignas(64) S lanes[Vec<S>::size()];
@@ -111,11 +101,12 @@ inline S sum_lanes(const Vec<S>& v) {
   return total;
 }
 
-// out[r] = sum over the row's columns of the per-element terms that
-// terms(r, col0, n, values) writes into values[0, n) for each block.
-// Parallel over (row, column chunk); deterministic for any thread count.
-template <typename S, typename Terms>
-void row_sums(int64_t rows, int64_t cols, S* out, const Terms& terms) {
+// out[r] = sum over the row's columns of per-element terms, which
+// block_sum(r, col0, n) returns for each block of n columns as a vector of
+// partial sums (lanes past n zeroed with first_lanes). Parallel over (row,
+// column chunk); deterministic for any thread count.
+template <typename S, typename BlockSum>
+void row_sums(int64_t rows, int64_t cols, S* out, const BlockSum& block_sum) {
   if (rows == 0) return;
   if (cols == 0) {
     std::fill(out, out + rows, S(0));
@@ -123,13 +114,11 @@ void row_sums(int64_t rows, int64_t cols, S* out, const Terms& terms) {
   }
   const int64_t chunks = (cols + kChunk - 1) / kChunk;
   auto chunk_sum = [&](int64_t r, int64_t chunk) {
-    alignas(64) S values[kBlock];
     Vec<S> acc(S(0));
     const int64_t end = std::min(cols, (chunk + 1) * kChunk);
     for (int64_t c0 = chunk * kChunk; c0 < end; c0 += kBlock) {
       const int64_t n = std::min(kBlock, end - c0);
-      terms(r, c0, n, values);
-      acc = acc + sum_block(values, n);
+      acc = acc + block_sum(r, c0, n);
     }
     return sum_lanes(acc);
   };

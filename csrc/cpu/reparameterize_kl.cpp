@@ -30,13 +30,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> reparameterize_kl_cpu(
     const scalar_t* logvar_ptr = logvar.const_data_ptr<scalar_t>();
     scalar_t* z_ptr = z.data_ptr<scalar_t>();
     const int64_t cols = shape.cols;
-    row_sums<opmath>(shape.rows, cols, kl.data_ptr<opmath>(), [&](int64_t r, int64_t c0, int64_t len, opmath* terms) {
+    row_sums<opmath>(shape.rows, cols, kl.data_ptr<opmath>(), [&](int64_t r, int64_t c0, int64_t len) {
       alignas(64) opmath mu_buf[kBlock], logvar_buf[kBlock], eps[kBlock], out_buf[kBlock];
       const int64_t j0 = r * cols + c0;
       const opmath* m = load_block(mu_ptr + j0, len, mu_buf);
       const opmath* lv = load_block(logvar_ptr + j0, len, logvar_buf);
+      Vec<opmath> kl_terms(opmath(0));
       for_each_vector<opmath>(len, [&](int64_t i) {
-        kl_std_normal(Vec<opmath>::loadu(m + i), Vec<opmath>::loadu(lv + i)).store(terms + i);
+        kl_terms = kl_terms + first_lanes(kl_std_normal(Vec<opmath>::loadu(m + i), Vec<opmath>::loadu(lv + i)), len - i);
       });
       for (int64_t k = 0; k < samples; ++k) {
         normal_block_as(state, k * n + j0, len, eps);
@@ -48,6 +49,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> reparameterize_kl_cpu(
         });
         store_block(dst, out, len);
       }
+      return kl_terms;
     });
   });
   return {z, kl, philox_state_tensor(state)};

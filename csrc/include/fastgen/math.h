@@ -22,8 +22,14 @@ FASTGEN_HOST_DEVICE float log1p_(float x) { return ::log1pf(x); }
 FASTGEN_HOST_DEVICE double log1p_(double x) { return ::log1p(x); }
 FASTGEN_HOST_DEVICE float sqrt_(float x) { return ::sqrtf(x); }
 FASTGEN_HOST_DEVICE double sqrt_(double x) { return ::sqrt(x); }
-FASTGEN_HOST_DEVICE float sin_(float x) { return ::sinf(x); }
-FASTGEN_HOST_DEVICE float cos_(float x) { return ::cosf(x); }
+FASTGEN_HOST_DEVICE void sincos_(float x, float& sin, float& cos) {
+#if defined(__CUDACC__)
+  ::sincosf(x, &sin, &cos);
+#else
+  sin = ::sinf(x);
+  cos = ::cosf(x);
+#endif
+}
 FASTGEN_HOST_DEVICE float abs_(float x) { return ::fabsf(x); }
 FASTGEN_HOST_DEVICE double abs_(double x) { return ::fabs(x); }
 FASTGEN_HOST_DEVICE float maximum_(float a, float b) { return a > b ? a : b; }

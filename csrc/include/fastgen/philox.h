@@ -89,8 +89,10 @@ template <typename T>
 FASTGEN_HOST_DEVICE void box_muller(T u1, T u2, T& normal1, T& normal2) {
   const T radius = sqrt_(T(-2.0f) * log_(maximum_(T(1.0e-7f), u1)));
   const T theta = T(6.283185307179586f) * u2;
-  normal1 = radius * cos_(theta);
-  normal2 = radius * sin_(theta);
+  T sin, cos;
+  sincos_(theta, sin, cos);
+  normal1 = radius * cos;
+  normal2 = radius * sin;
 }
 
 }  // namespace fastgen
