@@ -405,19 +405,6 @@ def gaussian_log_likelihood(
     return _finish_rows(per_row, batch_shape, reduction, dtype, device)
 
 
-def _tensors_of(op: str, tensors: Any) -> list[torch.Tensor]:
-    if isinstance(tensors, nn.Module):
-        return list(tensors.parameters())
-    if isinstance(tensors, torch.Tensor):
-        return [tensors]
-    if not isinstance(tensors, Iterable):
-        raise TypeError(f"fastgen.{op}: expected an nn.Module or an iterable of tensors, got {type(tensors).__name__}")
-    result = list(tensors)
-    for i, t in enumerate(result):
-        _check_tensor(op, f"tensors[{i}]", t)
-    return result
-
-
 def _check_bound(op: str, name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
         raise TypeError(f"fastgen.{op}: {name} must be a real number, got {value!r}")
@@ -436,18 +423,32 @@ def clamp_(tensors: Any, min: float, max: float) -> None:
 
 
 def _clamp(op: str, tensors: Any, min: float, max: float) -> None:
-    """clamp_ for the public op `op` (its name goes into the error messages)."""
-    items = _tensors_of(op, tensors)
+    """clamp_ for the public op `op` (its name goes into the error messages).
+
+    One pass over the tensors checks them and groups them by device and dtype:
+    clipping runs after every critic step, so its Python cost counts.
+    """
     low, high = _check_bound(op, "min", min), _check_bound(op, "max", max)
     if low > high:
         raise ValueError(f"fastgen.{op}: min ({low}) must not exceed max ({high})")
+    if isinstance(tensors, nn.Module):
+        tensors = tensors.parameters()
+    elif isinstance(tensors, torch.Tensor):
+        tensors = (tensors,)
+    elif not isinstance(tensors, Iterable):
+        raise TypeError(f"fastgen.{op}: expected an nn.Module or an iterable of tensors, got {type(tensors).__name__}")
     groups: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
     strided: list[torch.Tensor] = []
-    for t in items:
-        if t.numel() == 0:
-            continue
+    for i, t in enumerate(tensors):
+        if not isinstance(t, torch.Tensor) or t.dtype not in FLOATING_DTYPES or t.layout != torch.strided:
+            _check_tensor(op, f"tensors[{i}]", t)
         if t.is_contiguous():
-            groups.setdefault((t.device, t.dtype), []).append(t)
+            key = (t.device, t.dtype)
+            group = groups.get(key)
+            if group is None:
+                groups[key] = [t]
+            else:
+                group.append(t)
         else:
             strided.append(t)
     for t in strided:

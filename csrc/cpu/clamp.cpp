@@ -31,12 +31,18 @@ void clamp_cpu(at::TensorList tensors, double min_value, double max_value) {
   }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "clamp_cpu", [&] {
     const Vec<scalar_t> low(static_cast<scalar_t>(min_value)), high(static_cast<scalar_t>(max_value));
+    constexpr int kAllLanesEqual = static_cast<int>((int64_t{1} << Vec<scalar_t>::size()) - 1);
     at::parallel_for(0, static_cast<int64_t>(chunks.size()), 1, [&](int64_t first, int64_t last) {
       for (int64_t c = first; c < last; ++c) {
         scalar_t* data = tensors[chunks[c].tensor].data_ptr<scalar_t>();
         int64_t i = chunks[c].begin;
         for (; i + Vec<scalar_t>::size() <= chunks[c].end; i += Vec<scalar_t>::size()) {
-          at::vec::clamp(Vec<scalar_t>::loadu(data + i), low, high).store(data + i);
+          const Vec<scalar_t> value = Vec<scalar_t>::loadu(data + i);
+          const Vec<scalar_t> clamped = at::vec::clamp(value, low, high);
+          // Only vectors holding a value out of range are written back: between
+          // WGAN clips an optimizer step moves few weights out of range, so most
+          // cache lines stay clean.
+          if ((clamped != value).zero_mask() != kAllLanesEqual) clamped.store(data + i);
         }
         const int64_t rest = chunks[c].end - i;
         if (rest > 0) at::vec::clamp(Vec<scalar_t>::loadu(data + i, rest), low, high).store(data + i, rest);
