@@ -225,10 +225,13 @@ inline void normal_block(const PhiloxState& state, int64_t first, int64_t n, flo
       n2.store(normal[2 * pair + 1] + g);
     }
   });
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t element = first + i;
-    eps[i] = normal[element % 4][element / 4 - first_group];
+  // Lanes to element order (element 4g + lane is normal[lane][g]), then the
+  // requested window.
+  alignas(64) float interleaved[4 * kMaxGroups];
+  for (int64_t g = 0; g < groups; ++g) {
+    for (int lane = 0; lane < 4; ++lane) interleaved[4 * g + lane] = normal[lane][g];
   }
+  std::copy_n(interleaved + (first - 4 * first_group), n, eps);
 }
 
 // As normal_block, in the compute type of the op (double ops read float noise).
