@@ -170,8 +170,10 @@ def _check_inputs(op: str, **tensors: torch.Tensor | None) -> tuple[torch.Size, 
     if len(devices) > 1:
         listing = ", ".join(f"{name} on {t.device}" for name, t in given.items())
         raise ValueError(f"fastgen.{op}: all tensors must be on one device, got {listing}")
+    shapes = [t.shape for t in given.values()]
     try:
-        shape = torch.broadcast_shapes(*(t.shape for t in given.values()))
+        # Equal shapes are the common case; torch.broadcast_shapes costs tens of microseconds.
+        shape = shapes[0] if all(s == shapes[0] for s in shapes) else torch.broadcast_shapes(*shapes)
     except RuntimeError:
         listing = ", ".join(f"{name} {tuple(t.shape)}" for name, t in given.items())
         raise ValueError(f"fastgen.{op}: shapes do not broadcast: {listing}") from None

@@ -247,4 +247,37 @@ inline void normal_block_as(const PhiloxState& state, int64_t first, int64_t n, 
   for (int64_t i = n; i < vec_padded<opmath>(n); ++i) eps[i] = opmath(0);
 }
 
+// ------------------------------------------------------------------- sampling
+
+// z[k * n + j] = mu[j] + exp(logvar[j] / 2) * eps for the elements j of one
+// block [j0, j0 + len) and every sample k, the block's mu and logvar given in
+// the compute type: one read of them serves all samples.
+template <typename scalar_t, typename opmath>
+inline void sample_block(const PhiloxState& state, int64_t samples, int64_t n, int64_t j0, int64_t len,
+                         const opmath* mu, const opmath* logvar, scalar_t* z) {
+  alignas(64) opmath eps[kBlock], out_buf[kBlock];
+  for (int64_t k = 0; k < samples; ++k) {
+    normal_block_as(state, k * n + j0, len, eps);
+    scalar_t* dst = z + k * n + j0;
+    opmath* out = output_block(dst, len, out_buf);
+    for_each_vector<opmath>(len, [&](int64_t i) {
+      reparameterize_sample(Vec<opmath>::loadu(mu + i), Vec<opmath>::loadu(logvar + i), Vec<opmath>::loadu(eps + i))
+          .store(out + i);
+    });
+    store_block(dst, out, len);
+  }
+}
+
+// Every block of the samples of n elements, in parallel over blocks.
+template <typename scalar_t>
+void sample_all(const PhiloxState& state, int64_t samples, int64_t n, const scalar_t* mu, const scalar_t* logvar,
+                scalar_t* z) {
+  using opmath = opmath_t<scalar_t>;
+  for_each_row_block(1, n, [&](int64_t, int64_t j0, int64_t len) {
+    alignas(64) opmath mu_buf[kBlock], logvar_buf[kBlock];
+    sample_block(state, samples, n, j0, len, load_block(mu + j0, len, mu_buf), load_block(logvar + j0, len, logvar_buf),
+                 z);
+  });
+}
+
 }  // namespace fastgen::cpu

@@ -33,27 +33,8 @@ std::tuple<at::Tensor, at::Tensor> reparameterize_cpu(const at::Tensor& mu_in, c
   const PhiloxState state = next_cpu_philox_state(generator);
   const int64_t n = mu.numel();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, mu.scalar_type(), "reparameterize_cpu", [&] {
-    using opmath = opmath_t<scalar_t>;
-    const scalar_t* mu_ptr = mu.const_data_ptr<scalar_t>();
-    const scalar_t* logvar_ptr = logvar.const_data_ptr<scalar_t>();
-    scalar_t* z_ptr = z.data_ptr<scalar_t>();
-    // One block of mu and logvar serves every sample.
-    for_each_row_block(1, n, [&](int64_t, int64_t j0, int64_t len) {
-      alignas(64) opmath mu_buf[kBlock], logvar_buf[kBlock], eps[kBlock], out_buf[kBlock];
-      const opmath* m = load_block(mu_ptr + j0, len, mu_buf);
-      const opmath* lv = load_block(logvar_ptr + j0, len, logvar_buf);
-      for (int64_t k = 0; k < samples; ++k) {
-        normal_block_as(state, k * n + j0, len, eps);
-        scalar_t* dst = z_ptr + k * n + j0;
-        opmath* out = output_block(dst, len, out_buf);
-        for_each_vector<opmath>(len, [&](int64_t i) {
-          reparameterize_sample(Vec<opmath>::loadu(m + i), Vec<opmath>::loadu(lv + i),
-                                Vec<opmath>::loadu(eps + i))
-              .store(out + i);
-        });
-        store_block(dst, out, len);
-      }
-    });
+    sample_all(state, samples, n, mu.const_data_ptr<scalar_t>(), logvar.const_data_ptr<scalar_t>(),
+               z.data_ptr<scalar_t>());
   });
   return {z, philox_state_tensor(state)};
 }

@@ -30,8 +30,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> reparameterize_kl_cpu(
     const scalar_t* logvar_ptr = logvar.const_data_ptr<scalar_t>();
     scalar_t* z_ptr = z.data_ptr<scalar_t>();
     const int64_t cols = shape.cols;
+    // Rows shorter than a block (VAE latents): noise in whole blocks across
+    // rows, then the KL sums over the same (cached) mu and logvar; longer rows
+    // take the sample and the KL of each block in one pass.
+    const bool short_rows = cols < kBlock;
+    if (short_rows) sample_all(state, samples, n, mu_ptr, logvar_ptr, z_ptr);
     row_sums<opmath>(shape.rows, cols, kl.data_ptr<opmath>(), [&](int64_t r, int64_t c0, int64_t len) {
-      alignas(64) opmath mu_buf[kBlock], logvar_buf[kBlock], eps[kBlock], out_buf[kBlock];
+      alignas(64) opmath mu_buf[kBlock], logvar_buf[kBlock];
       const int64_t j0 = r * cols + c0;
       const opmath* m = load_block(mu_ptr + j0, len, mu_buf);
       const opmath* lv = load_block(logvar_ptr + j0, len, logvar_buf);
@@ -39,16 +44,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> reparameterize_kl_cpu(
       for_each_vector<opmath>(len, [&](int64_t i) {
         kl_terms = kl_terms + first_lanes(kl_std_normal(Vec<opmath>::loadu(m + i), Vec<opmath>::loadu(lv + i)), len - i);
       });
-      for (int64_t k = 0; k < samples; ++k) {
-        normal_block_as(state, k * n + j0, len, eps);
-        scalar_t* dst = z_ptr + k * n + j0;
-        opmath* out = output_block(dst, len, out_buf);
-        for_each_vector<opmath>(len, [&](int64_t i) {
-          reparameterize_sample(Vec<opmath>::loadu(m + i), Vec<opmath>::loadu(lv + i), Vec<opmath>::loadu(eps + i))
-              .store(out + i);
-        });
-        store_block(dst, out, len);
-      }
+      if (!short_rows) sample_block(state, samples, n, j0, len, m, lv, z_ptr);
       return kl_terms;
     });
   });
@@ -88,10 +84,14 @@ std::tuple<at::Tensor, at::Tensor> reparameterize_kl_backward_cpu(
     scalar_t* gm_ptr = grad_mu.data_ptr<scalar_t>();
     scalar_t* glv_ptr = grad_logvar.data_ptr<scalar_t>();
     const int64_t cols = shape.cols;
-    for_each_row_block(shape.rows, cols, [&](int64_t r, int64_t c0, int64_t len) {
-      alignas(64) opmath mu_buf[kBlock], logvar_buf[kBlock], g_buf[kBlock], eps[kBlock];
+    // One block [j0, j0 + len) of elements; g_kl of each element's row.
+    auto block = [&](int64_t j0, int64_t len) {
+      alignas(64) opmath mu_buf[kBlock], logvar_buf[kBlock], g_buf[kBlock], eps[kBlock], g_kl[kBlock];
       alignas(64) opmath sum_g[kBlock], sum_g_eps[kBlock], gm_buf[kBlock], glv_buf[kBlock];
-      const int64_t j0 = r * cols + c0;
+      for (int64_t i = 0, r = j0 / cols, c = j0 % cols; i < vec_padded<opmath>(len); ++i) {
+        g_kl[i] = gkl_ptr && i < len ? gkl_ptr[r] : opmath(0);
+        if (++c == cols) c = 0, ++r;
+      }
       for_each_vector<opmath>(len, [&](int64_t i) {
         Vec<opmath>(opmath(0)).store(sum_g + i);
         Vec<opmath>(opmath(0)).store(sum_g_eps + i);
@@ -109,15 +109,21 @@ std::tuple<at::Tensor, at::Tensor> reparameterize_kl_backward_cpu(
       const opmath* lv = load_block(logvar_ptr + j0, len, logvar_buf);
       opmath* gm = output_block(gm_ptr + j0, len, gm_buf);
       opmath* glv = output_block(glv_ptr + j0, len, glv_buf);
-      const Vec<opmath> g_kl(gkl_ptr ? gkl_ptr[r] : opmath(0));
       for_each_vector<opmath>(len, [&](int64_t i) {
         const Vec<opmath> mv = Vec<opmath>::loadu(m + i), lvv = Vec<opmath>::loadu(lv + i);
-        reparameterize_kl_grad_mu(mv, Vec<opmath>::loadu(sum_g + i), g_kl).store(gm + i);
-        reparameterize_kl_grad_logvar(lvv, Vec<opmath>::loadu(sum_g_eps + i), g_kl).store(glv + i);
+        const Vec<opmath> gk = Vec<opmath>::loadu(g_kl + i);
+        reparameterize_kl_grad_mu(mv, Vec<opmath>::loadu(sum_g + i), gk).store(gm + i);
+        reparameterize_kl_grad_logvar(lvv, Vec<opmath>::loadu(sum_g_eps + i), gk).store(glv + i);
       });
       store_block(gm_ptr + j0, gm, len);
       store_block(glv_ptr + j0, glv, len);
-    });
+    };
+    // Short rows: blocks across rows, as forward drew the noise.
+    if (cols < kBlock) {
+      for_each_row_block(1, n, [&](int64_t, int64_t j0, int64_t len) { block(j0, len); });
+    } else {
+      for_each_row_block(shape.rows, cols, [&](int64_t r, int64_t c0, int64_t len) { block(r * cols + c0, len); });
+    }
   });
   return {grad_mu, grad_logvar};
 }
