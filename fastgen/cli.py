@@ -227,6 +227,11 @@ def _demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 def _forward(name: str, argv: list[str]) -> int:
     module_name, function_name, _ = FORWARDED_COMMANDS[name]
+    # bench/ is not installed with the package: in a source checkout (an
+    # editable install) it sits beside fastgen/.
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / module_name.split(".")[0]).is_dir() and str(checkout) not in sys.path:
+        sys.path.insert(0, str(checkout))
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
