@@ -18,6 +18,13 @@ at::Tensor gaussian_kl_cpu(const at::Tensor& mu, const at::Tensor& logvar,
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, mu.scalar_type(), "gaussian_kl_cpu", [&] {
     using opmath = opmath_t<scalar_t>;
     const RowOperand<scalar_t> m(mu), lv(logvar), pm(prior_mu), plv(prior_logvar);
+    // A prior log-variance broadcast over rows (a learned (D,) prior) has its
+    // e^-plv computed once here rather than once per row.
+    at::Tensor inv_prior_var;
+    if (plv.defined() && plv.period < shape.rows * shape.cols) {
+      inv_prior_var = prior_logvar.to(c10::CppTypeToScalarType<opmath>::value).neg().exp();
+    }
+    const RowOperand<opmath> inv_var(inv_prior_var);
     const int64_t cols = shape.cols;
     row_sums<opmath>(shape.rows, cols, out.data_ptr<opmath>(), [&](int64_t r, int64_t c0, int64_t n) {
       alignas(64) opmath m_buf[kBlock], lv_buf[kBlock], pm_buf[kBlock], plv_buf[kBlock];
@@ -33,12 +40,17 @@ at::Tensor gaussian_kl_cpu(const at::Tensor& mu, const at::Tensor& logvar,
       // A missing half of the prior is its N(0, 1) value: mean 0 or log-variance 0.
       const opmath* pmv = pm.defined() ? load_block(pm.row(r, cols) + c0, n, pm_buf) : nullptr;
       const opmath* plvv = plv.defined() ? load_block(plv.row(r, cols) + c0, n, plv_buf) : nullptr;
+      const opmath* inv_varv = inv_var.defined() ? inv_var.row(r, cols) + c0 : nullptr;
       for_each_vector<opmath>(n, [&](int64_t i) {
         const Vec<opmath> prior_mean = pmv ? Vec<opmath>::loadu(pmv + i) : Vec<opmath>(opmath(0));
         const Vec<opmath> prior_lv = plvv ? Vec<opmath>::loadu(plvv + i) : Vec<opmath>(opmath(0));
-        acc = acc + first_lanes(kl_diag_normal(Vec<opmath>::loadu(mv + i), Vec<opmath>::loadu(lvv + i), prior_mean,
-                                               prior_lv),
-                                n - i);
+        const Vec<opmath> mean = Vec<opmath>::loadu(mv + i), log_var = Vec<opmath>::loadu(lvv + i);
+        // The inverse variance is read in place, so the row's last vector may be partial.
+        const Vec<opmath> term =
+            inv_varv ? kl_diag_normal(mean, log_var, prior_mean, prior_lv,
+                                      Vec<opmath>::loadu(inv_varv + i, std::min<int64_t>(n - i, Vec<opmath>::size())))
+                     : kl_diag_normal(mean, log_var, prior_mean, prior_lv);
+        acc = acc + first_lanes(term, n - i);
       });
       return acc;
     });

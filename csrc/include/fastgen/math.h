@@ -86,11 +86,17 @@ FASTGEN_HOST_DEVICE T reparameterize_kl_grad_logvar(T logvar, T sum_grad_eps, T 
 }
 
 // KL(N(mu, e^lv) || N(pm, e^plv)) = (plv - lv + (e^lv + (mu - pm)^2) e^-plv - 1) / 2
+// inv_prior_var = e^-plv is an argument so that a prior broadcast over rows
+// can have it computed once per call instead of once per element.
+template <typename T>
+FASTGEN_HOST_DEVICE T kl_diag_normal(T mu, T logvar, T prior_mu, T prior_logvar, T inv_prior_var) {
+  const T diff = mu - prior_mu;
+  return T(0.5f) * (prior_logvar - logvar + (exp_(logvar) + diff * diff) * inv_prior_var - T(1.0f));
+}
+
 template <typename T>
 FASTGEN_HOST_DEVICE T kl_diag_normal(T mu, T logvar, T prior_mu, T prior_logvar) {
-  const T diff = mu - prior_mu;
-  return T(0.5f) * (prior_logvar - logvar + (exp_(logvar) + diff * diff) * exp_(T(0.0f) - prior_logvar) -
-                    T(1.0f));
+  return kl_diag_normal(mu, logvar, prior_mu, prior_logvar, exp_(T(0.0f) - prior_logvar));
 }
 
 // Gradients of kl_diag_normal. The prior mean's is -grad_mu; the prior
