@@ -56,4 +56,11 @@ inline at::ScalarType row_sum_dtype(at::ScalarType input) {
   return input == at::kDouble ? at::kDouble : at::kFloat;
 }
 
+// A row op's upstream gradient: one per row, contiguous, in the dtype of the
+// per-row sums (autograd may hand it expanded or in another dtype).
+inline at::Tensor row_grad(const at::Tensor& grad, at::ScalarType input, int64_t rows, const char* op) {
+  TORCH_CHECK(grad.numel() == rows, "fastgen.", op, ": grad has ", grad.numel(), " elements, expected ", rows);
+  return grad.to(row_sum_dtype(input)).contiguous();
+}
+
 }  // namespace fastgen

@@ -34,9 +34,7 @@ std::tuple<at::Tensor, at::Tensor> bernoulli_log_likelihood_backward_cpu(const a
                                                                           const at::Tensor& target,
                                                                           int64_t event_dims, bool target_grad) {
   const RowShape shape = row_shape(logits, {&target}, event_dims, "bernoulli_log_likelihood_backward");
-  const at::Tensor grad = grad_in.to(row_sum_dtype(logits.scalar_type())).contiguous();
-  TORCH_CHECK(grad.numel() == shape.rows, "fastgen.bernoulli_log_likelihood_backward: grad has ", grad.numel(),
-              " elements, expected ", shape.rows);
+  const at::Tensor grad = row_grad(grad_in, logits.scalar_type(), shape.rows, "bernoulli_log_likelihood_backward");
   const int64_t total = shape.rows * shape.cols;
   at::Tensor grad_logits = at::empty({total}, logits.options());
   at::Tensor grad_target = at::empty({target_grad ? total : 0}, logits.options());

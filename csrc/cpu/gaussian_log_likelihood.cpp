@@ -48,9 +48,7 @@ std::tuple<at::Tensor, at::Tensor> gaussian_log_likelihood_backward_cpu(const at
                                                                          int64_t event_dims) {
   const at::Tensor logvar = logvar_opt.value_or(at::Tensor());
   const RowShape shape = row_shape(x, {&mean, &logvar}, event_dims, "gaussian_log_likelihood_backward");
-  const at::Tensor grad = grad_in.to(row_sum_dtype(x.scalar_type())).contiguous();
-  TORCH_CHECK(grad.numel() == shape.rows, "fastgen.gaussian_log_likelihood_backward: grad has ", grad.numel(),
-              " elements, expected ", shape.rows);
+  const at::Tensor grad = row_grad(grad_in, x.scalar_type(), shape.rows, "gaussian_log_likelihood_backward");
   const int64_t total = shape.rows * shape.cols;
   at::Tensor grad_x = at::empty({total}, x.options());
   at::Tensor grad_logvar = at::empty({logvar.defined() ? total : 0}, x.options());

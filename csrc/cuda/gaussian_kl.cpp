@@ -34,9 +34,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gaussian_kl_backward_cuda(
   const RowShape shape = row_shape(mu, {&logvar, &prior_mu, &prior_logvar}, event_dims, op);
   check_on_device(grad_in, mu, op, "grad");
   const c10::cuda::CUDAGuard guard(mu.device());
-  const at::Tensor grad = grad_in.to(row_sum_dtype(mu.scalar_type())).contiguous();
-  TORCH_CHECK(grad.numel() == shape.rows, "fastgen.gaussian_kl_backward: grad has ", grad.numel(),
-              " elements, expected ", shape.rows);
+  const at::Tensor grad = row_grad(grad_in, mu.scalar_type(), shape.rows, "gaussian_kl_backward");
   // Gradients of broadcast operands come back at full size; ops.py sums them down.
   const int64_t total = shape.rows * shape.cols;
   at::Tensor grad_mu = at::empty({total}, mu.options());
