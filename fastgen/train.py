@@ -13,7 +13,9 @@ VAEs and GANs train the same way. Files written to ``out_dir`` (rank 0 only):
   continues exactly as if training had never stopped.
 
 Checkpoints hold only tensors and primitive containers and are read with
-``torch.load(weights_only=True)``: loading one cannot execute code.
+``torch.load(weights_only=True)``: loading one cannot execute code. Before loading, every
+member's CRC-32 in the zip archive is checked (``torch.load`` does not), so a damaged file is
+refused instead of resuming from altered weights.
 """
 
 from __future__ import annotations
@@ -21,8 +23,11 @@ from __future__ import annotations
 import csv
 import math
 import os
+import pickle
 import random
+import re
 import time
+import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -78,20 +83,29 @@ def save_checkpoint(path: str | os.PathLike, payload: Mapping[str, Any]) -> None
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by :func:`fit` with ``weights_only=True``.
+    """Read a checkpoint written by :func:`fit` with ``weights_only=True``, after checking its integrity.
 
-    Raises :class:`CheckpointError` naming the file if it is missing, unreadable (truncated,
-    corrupted, or holding objects other than tensors and primitive containers) or not a
-    fastgen checkpoint.
+    Raises :class:`CheckpointError` naming the file if it is missing, corrupted (a member whose
+    bytes no longer match the CRC-32 the zip archive stores for it), truncated, holding objects
+    other than tensors and primitive containers, or not a fastgen checkpoint.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    _check_archive(path)
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # zip, pickle and weights-only errors all mean "unusable file"
+    except pickle.UnpicklingError as error:
+        # The bytes are as written (the CRCs matched), so the pickle itself asks for code. Never
+        # repeat torch's advice to retry with weights_only=False: that would run the payload.
+        found = re.search(r"GLOBAL ([\w.]+)", str(error))
+        raise CheckpointError(f"checkpoint {path} holds objects that are not plain tensors or containers"
+                              f"{f' ({found.group(1)})' if found else ''}; it will not be loaded, because "
+                              f"unpickling such objects can run arbitrary code. Resume only from checkpoints "
+                              f"that fastgen wrote") from None
+    except Exception as error:  # zip and storage errors all mean "unusable file"
         raise CheckpointError(f"checkpoint {path} is corrupted or truncated and cannot be loaded "
-                              f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from error
+                              f"({type(error).__name__}: {_first_line(error)}); {_DAMAGED_ADVICE}") from error
     if not isinstance(payload, dict) or payload.get("format") != _CHECKPOINT_FORMAT:
         raise CheckpointError(f"checkpoint {path} is not a fastgen checkpoint")
     missing = [key for key in _REQUIRED_KEYS if key not in payload]
@@ -100,6 +114,28 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if payload["version"] != _CHECKPOINT_VERSION:
         raise CheckpointError(f"checkpoint {path} has version {payload['version']}, expected {_CHECKPOINT_VERSION}")
     return payload
+
+
+_DAMAGED_ADVICE = "restore it from a copy, or start the run again without resuming"
+
+
+def _check_archive(path: Path) -> None:
+    """Refuse a checkpoint whose zip archive is damaged: reading every member through ``zipfile``
+    compares its bytes with the CRC-32 stored for it, which ``torch.load`` never does."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except Exception as error:  # BadZipFile, EOFError, OSError...: a truncated or overwritten file
+        raise CheckpointError(f"checkpoint {path} is corrupted or truncated and cannot be loaded "
+                              f"({type(error).__name__}: {_first_line(error)}); {_DAMAGED_ADVICE}") from None
+    if damaged is not None:
+        raise CheckpointError(f"checkpoint {path} is corrupted: {damaged} fails its CRC-32 check (its bytes changed "
+                              f"after it was written); {_DAMAGED_ADVICE}")
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error)
+    return text.splitlines()[0] if text else ""
 
 
 def _write_metrics_csv(path: Path, history: list[dict[str, float]]) -> None:
@@ -501,7 +537,7 @@ def _restore(payload: dict[str, Any], path: Path, model: nn.Module, optimizers: 
         model.load_state_dict(payload["model"])
     except (RuntimeError, KeyError, TypeError) as error:
         raise CheckpointError(f"checkpoint {path} does not match the model "
-                              f"{type(model).__name__}: {str(error).splitlines()[0]}") from error
+                              f"{type(model).__name__}: {_first_line(error)}") from error
     if set(payload["optimizers"]) != set(optimizers):
         raise CheckpointError(f"checkpoint {path} holds optimizers {sorted(payload['optimizers'])}, "
                               f"the model has {sorted(optimizers)}")

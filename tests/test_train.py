@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import csv
 import os
+import re
+import struct
 import subprocess
 import sys
 import textwrap
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -110,15 +113,47 @@ def test_corrupted_or_truncated_checkpoint_gives_a_clear_error(tmp_path, small_d
         load_checkpoint(tmp_path / "missing.pt")
 
 
+def _flip_a_weight_byte(path: Path) -> None:
+    """Flip one bit in the middle of a tensor's storage; the zip's structure stays intact."""
+    with zipfile.ZipFile(path) as archive:
+        member = next(info for info in archive.infolist() if re.search(r"/data/\d+$", info.filename))
+    raw = bytearray(path.read_bytes())
+    name_length, extra_length = struct.unpack("<HH", raw[member.header_offset + 26:member.header_offset + 30])
+    data_start = member.header_offset + 30 + name_length + extra_length
+    raw[data_start + member.file_size // 2] ^= 0x10
+    path.write_bytes(bytes(raw))
+
+
+def test_checkpoint_with_a_flipped_weight_byte_is_refused(tmp_path, small_data):
+    _fit(_vae(), small_data, tmp_path)
+    path = tmp_path / "checkpoint.pt"
+    good = torch.load(path, weights_only=True)["model"]
+    _flip_a_weight_byte(path)
+    # torch.load itself does not notice: the damage would load silently
+    damaged = torch.load(path, weights_only=True)["model"]
+    assert any(not torch.equal(good[key], damaged[key]) for key in good)
+    with pytest.raises(CheckpointError, match=rf"checkpoint {re.escape(str(path))} is corrupted: .*/data/\d+ fails "
+                                              r"its CRC-32 check.*restore it from a copy"):
+        load_checkpoint(path)
+    with pytest.raises(CheckpointError, match="fails its CRC-32 check"):
+        _fit(_vae(), small_data, tmp_path, epochs=2, resume=True)
+
+
 class _Payload:
     """Stands for arbitrary pickled code: weights_only loading must refuse it."""
 
 
-def test_checkpoint_with_code_is_refused(tmp_path):
+def test_checkpoint_with_code_is_refused_without_suggesting_to_run_it(tmp_path):
     path = tmp_path / "checkpoint.pt"
     torch.save({"format": "fastgen.checkpoint", "object": _Payload()}, path)
-    with pytest.raises(CheckpointError, match=f"checkpoint {path} is corrupted"):
+    with pytest.raises(CheckpointError) as info:
         load_checkpoint(path)
+    message = str(info.value)
+    assert message.startswith(f"checkpoint {path} holds objects that are not plain tensors")
+    assert "_Payload" in message and "will not be loaded" in message
+    # torch's hint (retry with weights_only=False) would run the payload; the file is not damaged either
+    for misleading in ("weights_only", "can still be loaded", "corrupted", "truncated"):
+        assert misleading not in message
 
 
 def test_checkpoint_of_another_model_is_refused(tmp_path, small_data):
