@@ -9,6 +9,7 @@ the trainer.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from torch import Tensor
 from torch.utils.data import Dataset, TensorDataset
 
 __all__ = ["digits", "mnist", "read_idx", "IDXFormatError", "DynamicallyBinarized", "load_dataset",
-           "first_item_shape", "num_classes_of"]
+           "first_item_shape", "num_classes_of", "describe_dataset"]
 
 #: fraction of the 1797 digits held out for evaluation (stratified, fixed seed)
 DIGITS_TEST_FRACTION = 0.2
@@ -189,3 +190,25 @@ def num_classes_of(dataset: Dataset) -> int:
     if not isinstance(item, (tuple, list)) or len(item) < 2:
         return 0
     return int(max(int(base[i][1]) for i in range(len(base)))) + 1  # type: ignore[arg-type]
+
+
+def describe_dataset(dataset: Dataset) -> str:
+    """One line that identifies a dataset: its type, its size and, for a ``TensorDataset``, a
+    digest of every tensor's dtype, shape and bytes.
+
+    Checkpoints record it so that a run is not resumed on other data: MNIST and Fashion-MNIST
+    folders hold the same number of images of the same shape, so only the contents tell them
+    apart. Other dataset types are described by type and size only (reading every item could
+    be slow, or draw random numbers).
+    """
+    if isinstance(dataset, DynamicallyBinarized):
+        return f"dynamically binarized {describe_dataset(dataset.dataset)}"
+    description = f"{type(dataset).__name__} of {len(dataset)} items"  # type: ignore[arg-type]
+    if not isinstance(dataset, TensorDataset):
+        return description
+    digest = hashlib.blake2b(digest_size=8)
+    for tensor in dataset.tensors:
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{tensor.dtype} {tuple(tensor.shape)};".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())  # the raw bytes, any dtype
+    return f"{description}, digest {digest.hexdigest()}"

@@ -10,7 +10,8 @@ VAEs and GANs train the same way. Files written to ``out_dir`` (rank 0 only):
 * ``curves.png``: every metric against the epoch;
 * ``checkpoint.pt``: model, optimizers, epoch, metrics history and every RNG state
   (torch CPU and CUDA, Python, NumPy, the data-order generator), so ``resume=True``
-  continues exactly as if training had never stopped.
+  continues exactly as if training had never stopped; and what defines the run (model class
+  and settings, a digest of the data, batch size, seed), so resuming another run is refused.
 
 Checkpoints hold only tensors and primitive containers and are read with
 ``torch.load(weights_only=True)``: loading one cannot execute code. Before loading, every
@@ -39,6 +40,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
+from fastgen.data import describe_dataset
+
 __all__ = ["fit", "load_checkpoint", "save_checkpoint", "CheckpointError", "TrainingDivergedError",
            "save_image_grid", "save_curves", "CHECKPOINT_NAME"]
 
@@ -47,8 +50,9 @@ METRICS_NAME = "metrics.csv"
 SAMPLES_NAME = "samples.png"
 CURVES_NAME = "curves.png"
 _CHECKPOINT_FORMAT = "fastgen.checkpoint"
-_CHECKPOINT_VERSION = 1
-_REQUIRED_KEYS = ("format", "version", "model", "optimizers", "epoch", "global_step", "history", "rng")
+# Version 2 added "run" (what defines the run, checked on resume) and CRC-checked loading.
+_CHECKPOINT_VERSION = 2
+_REQUIRED_KEYS = ("format", "version", "run", "model", "optimizers", "epoch", "global_step", "history", "rng")
 
 
 class CheckpointError(RuntimeError):
@@ -112,7 +116,10 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if missing:
         raise CheckpointError(f"checkpoint {path} is incomplete: missing {', '.join(missing)}")
     if payload["version"] != _CHECKPOINT_VERSION:
-        raise CheckpointError(f"checkpoint {path} has version {payload['version']}, expected {_CHECKPOINT_VERSION}")
+        written_by = "an older" if payload["version"] < _CHECKPOINT_VERSION else "a newer"
+        raise CheckpointError(f"checkpoint {path} has format version {payload['version']}, this fastgen reads version "
+                              f"{_CHECKPOINT_VERSION}: it was written by {written_by} fastgen; resume it with that "
+                              f"version, or start a new run in another output folder")
     return payload
 
 
@@ -230,6 +237,55 @@ def save_curves(path: str | os.PathLike, history: list[dict[str, float]], *, tit
     if title:
         figure.suptitle(title)
     _atomic_write(Path(path), lambda temporary: figure.savefig(temporary, format="png"))
+
+
+# --------------------------------------------------------------------------------------
+# what defines a run (compared on resume)
+
+_PLAIN_TYPES = (bool, int, float, str, type(None))
+
+
+def _model_settings(model: nn.Module) -> dict[str, Any]:
+    """The model's hyper-parameters, read from its public attributes: numbers, strings, flags and
+    tuples of them, and named objects (a GAN's adversarial loss) by their name. Networks and
+    tensors are not listed: the state dict carries them and loading it checks their shapes."""
+    settings: dict[str, Any] = {}
+    for name, value in vars(model).items():
+        if name.startswith("_") or name == "training":
+            continue
+        if isinstance(value, (tuple, list)) and all(isinstance(item, _PLAIN_TYPES) for item in value):
+            settings[name] = tuple(value)
+        elif isinstance(value, _PLAIN_TYPES):
+            settings[name] = value
+        elif isinstance(getattr(value, "name", None), str):
+            settings[name] = value.name
+    return settings
+
+
+def _run_definition(model: nn.Module, train_data: Dataset, eval_data: Dataset | None, batch_size: int,
+                    seed: int) -> dict[str, Any]:
+    """What makes two training sessions one run: the model class and its settings, the data, the
+    batch size and the seed. Resuming under another definition would continue a different
+    objective in the same metrics.csv. The device, AMP, threads and plots may change between
+    sessions."""
+    definition: dict[str, Any] = {"model": type(model).__qualname__}
+    definition.update({f"model.{name}": value for name, value in _model_settings(model).items()})
+    definition["training data"] = describe_dataset(train_data)
+    definition["evaluation data"] = describe_dataset(eval_data) if eval_data is not None else "none"
+    definition.update({"batch_size": batch_size, "seed": seed})
+    return definition
+
+
+def _check_same_run(path: Path, recorded: Mapping[str, Any], current: Mapping[str, Any]) -> None:
+    def show(definition: Mapping[str, Any], key: str) -> str:
+        value = definition.get(key, "not recorded")
+        return value if isinstance(value, str) else repr(value)
+
+    differences = [f"{key}: {show(recorded, key)} in the checkpoint, {show(current, key)} now"
+                   for key in dict.fromkeys([*recorded, *current]) if recorded.get(key) != current.get(key)]
+    if differences:
+        raise CheckpointError(f"checkpoint {path} belongs to another run ({'; '.join(differences)}); resume with the "
+                              f"settings it was written with, or choose another output folder to start a new run")
 
 
 # --------------------------------------------------------------------------------------
@@ -419,7 +475,9 @@ def fit(model: nn.Module, train_data: Dataset, *, epochs: int, batch_size: int, 
     Raises:
         TrainingDivergedError: a loss became NaN or inf; names the epoch and step. The
             checkpoint from the last completed epoch is left intact.
-        CheckpointError: ``resume`` found a corrupted or incompatible checkpoint.
+        CheckpointError: ``resume`` found a corrupted checkpoint, or one of another run (another
+            model class or model settings, other data, batch size or seed); the message names
+            what differs.
     """
     epochs = _positive_int(epochs, "epochs")
     batch_size = _positive_int(batch_size, "batch_size")
@@ -444,10 +502,12 @@ def fit(model: nn.Module, train_data: Dataset, *, epochs: int, batch_size: int, 
         model.set_autocast(device.type if amp else None, torch.bfloat16)
         optimizers = model.optimizers()
         data_generator = torch.Generator().manual_seed(seed)
+        run = _run_definition(model, train_data, eval_data, batch_size, seed)
 
         start_epoch, global_step, history = 0, 0, []
         if resume and checkpoint_path.is_file():
             payload = load_checkpoint(checkpoint_path, map_location=device)
+            _check_same_run(checkpoint_path, payload["run"], run)
             start_epoch, global_step, history = _restore(payload, checkpoint_path, model, optimizers,
                                                          data_generator, distributed, emit)
             if distributed.is_main:
@@ -517,8 +577,7 @@ def fit(model: nn.Module, train_data: Dataset, *, epochs: int, batch_size: int, 
                     _write_samples(model, out_dir, epoch, num_samples, seed, device, title)
                     save_curves(out_dir / CURVES_NAME, history, title=title)
                 save_checkpoint(checkpoint_path, {
-                    "format": _CHECKPOINT_FORMAT, "version": _CHECKPOINT_VERSION,
-                    "model_class": type(model).__name__,
+                    "format": _CHECKPOINT_FORMAT, "version": _CHECKPOINT_VERSION, "run": run,
                     "model": model.state_dict(),
                     "optimizers": {name: optimizer.state_dict() for name, optimizer in optimizers.items()},
                     "epoch": epoch, "global_step": global_step, "history": history,

@@ -8,8 +8,10 @@ import struct
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import Subset, TensorDataset
 
-from fastgen.data import DynamicallyBinarized, IDXFormatError, digits, load_dataset, mnist, num_classes_of, read_idx
+from fastgen.data import (DynamicallyBinarized, IDXFormatError, describe_dataset, digits, load_dataset, mnist,
+                          num_classes_of, read_idx)
 
 
 def test_digits_split_shapes_and_range():
@@ -125,3 +127,20 @@ def test_load_dataset_rejects_unknown_specs():
         load_dataset("cifar")
     with pytest.raises(ValueError, match="mnist:PATH"):
         load_dataset("mnist:")
+
+
+def test_describe_dataset_tells_contents_apart():
+    train, test = digits()
+    images, labels = train.tensors
+    description = describe_dataset(train)
+    assert description.startswith("TensorDataset of 1437 items, digest ")
+    assert describe_dataset(digits()[0]) == description  # deterministic across loads
+    assert describe_dataset(TensorDataset(images.clone(), labels.clone())) == description
+    changed = images.clone()
+    changed[700, 0, 3, 3] += 1 / 16
+    assert describe_dataset(TensorDataset(changed, labels)) != description  # one pixel
+    assert describe_dataset(TensorDataset(images, labels.roll(1))) != description  # labels
+    assert describe_dataset(TensorDataset(images.double(), labels)) != description  # dtype
+    assert describe_dataset(DynamicallyBinarized(train)) == "dynamically binarized " + description
+    assert describe_dataset(test) != description
+    assert describe_dataset(Subset(train, range(10))) == "Subset of 10 items"

@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from fastgen.data import DynamicallyBinarized, digits
-from fastgen.models import VAE, WGAN
+from fastgen.models import VAE, WGAN, BetaVAE
 from fastgen.train import CheckpointError, TrainingDivergedError, fit, load_checkpoint
 
 SHAPE = (1, 8, 8)
@@ -156,11 +156,37 @@ def test_checkpoint_with_code_is_refused_without_suggesting_to_run_it(tmp_path):
         assert misleading not in message
 
 
-def test_checkpoint_of_another_model_is_refused(tmp_path, small_data):
+def test_checkpoint_of_another_architecture_is_refused(tmp_path, small_data):
     _fit(_vae(), small_data, tmp_path)
     torch.manual_seed(0)
     with pytest.raises(CheckpointError, match="does not match the model"):
-        _fit(VAE.mlp(SHAPE, latent_dim=6, hidden=32), small_data, tmp_path, epochs=2, resume=True)
+        _fit(VAE.mlp(SHAPE, latent_dim=4, hidden=24), small_data, tmp_path, epochs=2, resume=True)
+
+
+def test_resume_refuses_a_checkpoint_of_another_run(tmp_path, small_data):
+    _fit(_vae(), small_data, tmp_path)
+    metrics = (tmp_path / "metrics.csv").read_text()
+    torch.manual_seed(0)
+    beta_vae = BetaVAE.mlp(SHAPE, latent_dim=4, hidden=32)  # same networks: its state dict loads into a VAE's
+    with pytest.raises(CheckpointError, match=r"belongs to another run \(model: VAE in the checkpoint, BetaVAE now; "
+                                              r"model\.beta: 1\.0 in the checkpoint, 4\.0 now\); resume with the "
+                                              r"settings it was written with, or choose another output folder"):
+        _fit(beta_vae, small_data, tmp_path, epochs=2, resume=True)
+    with pytest.raises(CheckpointError, match=r"\(batch_size: 32 in the checkpoint, 16 now\)"):
+        _fit(_vae(), small_data, tmp_path, epochs=2, resume=True, batch_size=16)
+    with pytest.raises(CheckpointError, match=r"\(seed: 0 in the checkpoint, 5 now\)"):
+        _fit(_vae(), small_data, tmp_path, epochs=2, resume=True, seed=5)
+    # other images of the same count and shape (MNIST and Fashion-MNIST, say)
+    other = (TensorDataset(1 - small_data[0].tensors[0], small_data[0].tensors[1]), small_data[1])
+    with pytest.raises(CheckpointError, match=r"\(training data: TensorDataset of 256 items, digest \w+ in the "
+                                              r"checkpoint, TensorDataset of 256 items, digest \w+ now\)"):
+        _fit(_vae(), other, tmp_path, epochs=2, resume=True)
+    binarized = (DynamicallyBinarized(small_data[0]), small_data[1])
+    with pytest.raises(CheckpointError, match=r"training data: TensorDataset .* in the checkpoint, dynamically "
+                                              r"binarized TensorDataset"):
+        _fit(_vae(), binarized, tmp_path, epochs=2, resume=True)
+    assert (tmp_path / "metrics.csv").read_text() == metrics  # nothing appended by any refused run
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 1
 
 
 class _ExplodingVAE(VAE):
