@@ -511,10 +511,19 @@ def fit(model: nn.Module, train_data: Dataset, *, epochs: int, batch_size: int, 
             start_epoch, global_step, history = _restore(payload, checkpoint_path, model, optimizers,
                                                          data_generator, distributed, emit)
             if distributed.is_main:
-                emit(f"resumed from {checkpoint_path} at epoch {start_epoch}")
+                # A kill between the checkpoint and its metrics row leaves metrics.csv a row
+                # behind: the checkpoint's history is the record, so the file agrees with it again.
+                _write_metrics_csv(out_dir / METRICS_NAME, history)
+                if start_epoch >= epochs:
+                    emit(f"nothing to train: {checkpoint_path} is at epoch {start_epoch} and epochs={epochs} counts "
+                         f"all epochs of the run; ask for more than {start_epoch} to train on")
+                else:
+                    emit(f"resumed from {checkpoint_path} at epoch {start_epoch}")
         elif resume and distributed.is_main:
             emit(f"no checkpoint at {checkpoint_path}; starting from scratch")
         distributed.barrier()  # nobody trains (or overwrites the checkpoint) before all have read it
+        if start_epoch >= epochs:
+            return history
 
         if distributed.enabled:
             model.distribute(distributed.wrap)
@@ -572,10 +581,8 @@ def fit(model: nn.Module, train_data: Dataset, *, epochs: int, batch_size: int, 
                 elapsed = time.perf_counter() - started
                 emit(f"epoch {epoch}/{epochs} ({elapsed:.1f}s): "
                      + ", ".join(f"{key}={value:.4g}" for key, value in row.items() if key not in ("epoch", "step")))
-                _write_metrics_csv(out_dir / METRICS_NAME, history)
-                if epoch % plot_every == 0 or epoch == epochs:
-                    _write_samples(model, out_dir, epoch, num_samples, seed, device, title)
-                    save_curves(out_dir / CURVES_NAME, history, title=title)
+                # The checkpoint before the row: a kill between the two leaves metrics.csv a row
+                # behind the checkpoint (resuming rewrites it), never a row ahead.
                 save_checkpoint(checkpoint_path, {
                     "format": _CHECKPOINT_FORMAT, "version": _CHECKPOINT_VERSION, "run": run,
                     "model": model.state_dict(),
@@ -583,6 +590,10 @@ def fit(model: nn.Module, train_data: Dataset, *, epochs: int, batch_size: int, 
                     "epoch": epoch, "global_step": global_step, "history": history,
                     "rng": rng_states, "seed": seed, "world_size": distributed.world_size,
                 })
+                _write_metrics_csv(out_dir / METRICS_NAME, history)
+                if epoch % plot_every == 0 or epoch == epochs:
+                    _write_samples(model, out_dir, epoch, num_samples, seed, device, title)
+                    save_curves(out_dir / CURVES_NAME, history, title=title)
             distributed.barrier()
         return history
     finally:

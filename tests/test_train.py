@@ -18,6 +18,7 @@ from torch.utils.data import TensorDataset
 
 from fastgen.data import DynamicallyBinarized, digits
 from fastgen.models import VAE, WGAN, BetaVAE
+from fastgen import train
 from fastgen.train import CheckpointError, TrainingDivergedError, fit, load_checkpoint
 
 SHAPE = (1, 8, 8)
@@ -99,6 +100,44 @@ def test_resume_without_checkpoint_starts_fresh(tmp_path, small_data):
     assert len(history) == 1
     # and a finished run resumed with the same epoch count trains nothing more
     assert _fit(_vae(), small_data, tmp_path, epochs=1, resume=True) == history
+
+
+def _killed_when(function, epoch_of):
+    """``function`` that raises KeyboardInterrupt (a kill) instead of running for epoch 2."""
+    def killed(*args):
+        if epoch_of(*args) == 2:
+            raise KeyboardInterrupt
+        return function(*args)
+    return killed
+
+
+def test_metrics_never_run_ahead_of_the_checkpoint(tmp_path, small_data, monkeypatch):
+    # killed while writing the checkpoint of epoch 2: metrics.csv must not hold epoch 2 either
+    with monkeypatch.context() as patch:
+        patch.setattr(train, "save_checkpoint", _killed_when(train.save_checkpoint, lambda path, payload: payload["epoch"]))
+        with pytest.raises(KeyboardInterrupt):
+            _fit(_vae(), small_data, tmp_path, epochs=3)
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 1
+    assert [row["epoch"] for row in _rows(tmp_path / "metrics.csv")] == ["1"]
+    # killed after the checkpoint of epoch 2, before its row: resuming writes the row first
+    with monkeypatch.context() as patch:
+        patch.setattr(train, "_write_metrics_csv", _killed_when(train._write_metrics_csv, lambda path, rows: len(rows)))
+        with pytest.raises(KeyboardInterrupt):
+            _fit(_vae(), small_data, tmp_path, epochs=3, resume=True)
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 2
+    _fit(_vae(), small_data, tmp_path, epochs=2, resume=True)
+    assert [row["epoch"] for row in _rows(tmp_path / "metrics.csv")] == ["1", "2"]
+
+
+@pytest.mark.parametrize("epochs", [2, 1])
+def test_resume_with_nothing_left_to_train_says_so(tmp_path, small_data, epochs):
+    history = _fit(_vae(), small_data, tmp_path, epochs=2)
+    messages = []
+    assert fit(_vae(), small_data[0], eval_data=small_data[1], out_dir=tmp_path, epochs=epochs, batch_size=32,
+               resume=True, progress=False, log=messages.append) == history
+    assert any(message.startswith(f"nothing to train: {tmp_path / 'checkpoint.pt'} is at epoch 2 and epochs={epochs} "
+                                  f"counts all epochs of the run; ask for more than 2 to train on")
+               for message in messages), messages
 
 
 def test_corrupted_or_truncated_checkpoint_gives_a_clear_error(tmp_path, small_data):
