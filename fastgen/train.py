@@ -81,6 +81,36 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
             temporary.unlink()
 
 
+def _remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporaries of writes killed before they finished (``.NAME.tmp-PID`` from
+    :func:`_atomic_write`, in ``folder`` and its ``samples/``) and return their paths.
+
+    The temporary of a live process, another run writing into the folder right now, stays.
+    """
+    removed = []
+    for temporary in (*folder.glob(".*.tmp-*"), *folder.glob("samples/.*.tmp-*")):
+        pid = temporary.name.rpartition(".tmp-")[2]
+        if pid.isdigit() and not _writer_alive(int(pid)):
+            temporary.unlink(missing_ok=True)
+            removed.append(temporary)
+    return removed
+
+
+def _writer_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        # This process writes nothing yet, so an earlier process had our pid (a restarted container).
+        return False
+    if os.name != "posix":
+        return True  # no safe liveness test (os.kill would terminate the process): keep the file
+    try:
+        os.kill(pid, 0)  # signal 0: only checks that the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
 def save_checkpoint(path: str | os.PathLike, payload: Mapping[str, Any]) -> None:
     """Atomically ``torch.save`` a checkpoint dictionary."""
     _atomic_write(Path(path), lambda temporary: torch.save(dict(payload), temporary))
@@ -495,6 +525,8 @@ def fit(model: nn.Module, train_data: Dataset, *, epochs: int, batch_size: int, 
     checkpoint_path = out_dir / CHECKPOINT_NAME
     if distributed.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
+        for temporary in _remove_stale_temporaries(out_dir):
+            emit(f"removed {temporary}, left by a write that was interrupted")
 
     try:
         _seed_everything(seed + distributed.rank)

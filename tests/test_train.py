@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import os
 import re
+import signal
 import struct
 import subprocess
 import sys
@@ -50,7 +51,8 @@ def _fit(model, data, out_dir, **kwargs):
     kwargs.setdefault("epochs", 1)
     kwargs.setdefault("batch_size", 32)
     kwargs.setdefault("plot_every", 100)  # plots after the last epoch only: matplotlib is the slow part
-    return fit(model, data[0], eval_data=data[1], out_dir=out_dir, progress=False, log=lambda message: None, **kwargs)
+    kwargs.setdefault("log", lambda message: None)
+    return fit(model, data[0], eval_data=data[1], out_dir=out_dir, progress=False, **kwargs)
 
 
 def test_fit_writes_every_file_it_promises(tmp_path, small_data):
@@ -138,6 +140,38 @@ def test_resume_with_nothing_left_to_train_says_so(tmp_path, small_data, epochs)
     assert any(message.startswith(f"nothing to train: {tmp_path / 'checkpoint.pt'} is at epoch 2 and epochs={epochs} "
                                   f"counts all epochs of the run; ask for more than 2 to train on")
                for message in messages), messages
+
+
+_KILLED_WRITER = """
+import os, signal, sys
+# what a kill inside _atomic_write leaves: a partial .NAME.tmp-PID beside NAME
+with open(f".{sys.argv[1]}.tmp-{os.getpid()}", "wb") as handle:
+    handle.write(b"PK partial archive")
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_stale_temporaries_of_killed_writes_are_removed(tmp_path, small_data):
+    _fit(_vae(), small_data, tmp_path)
+    for folder, name in ((tmp_path, "checkpoint.pt"), (tmp_path / "samples", "epoch_002.png")):
+        killed = subprocess.run([sys.executable, "-c", _KILLED_WRITER, name], cwd=folder)
+        assert killed.returncode == -signal.SIGKILL
+    stale = sorted(tmp_path.glob("**/.*.tmp-*"))
+    assert len(stale) == 2
+    # the temporary of a live process (another writer, right now) is left alone
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as live:
+        busy = tmp_path / f".metrics.csv.tmp-{live.pid}"
+        busy.write_text("being written")
+        messages = []
+        try:
+            _fit(_vae(), small_data, tmp_path, epochs=2, resume=True, log=messages.append)
+        finally:
+            live.kill()
+    assert not any(path.exists() for path in stale)
+    assert busy.read_text() == "being written"
+    for path in stale:
+        assert f"removed {path}, left by a write that was interrupted" in messages
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 2
 
 
 def test_corrupted_or_truncated_checkpoint_gives_a_clear_error(tmp_path, small_data):
