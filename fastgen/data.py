@@ -110,7 +110,7 @@ def mnist(root: str | os.PathLike, *, binarize: bool = False) -> tuple[Dataset, 
     Expects ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
     ``t10k-images-idx3-ubyte`` and ``t10k-labels-idx1-ubyte`` (each may end in ``.gz``).
     Images are scaled from 0..255 to ``[0, 1]``. Missing files raise ``FileNotFoundError``
-    and malformed ones :class:`IDXFormatError`, both naming the file.
+    and malformed ones (or a split without images) :class:`IDXFormatError`, both naming the file.
     """
     root = Path(root)
     if not root.is_dir():
@@ -129,6 +129,9 @@ def mnist(root: str | os.PathLike, *, binarize: bool = False) -> tuple[Dataset, 
         (image_path, images), (label_path, labels) = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         if len(images) != len(labels):
             raise IDXFormatError(f"{image_path} holds {len(images)} images but {label_path} holds {len(labels)} labels")
+        if len(images) == 0:
+            raise IDXFormatError(f"{image_path} holds no images: MNIST's {split} split cannot be empty "
+                                 f"(is the file complete?)")
         splits.append(TensorDataset(torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1),
                                     torch.from_numpy(labels.astype(np.int64))))
     return _maybe_binarized(splits[0], splits[1], binarize)

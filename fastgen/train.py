@@ -42,7 +42,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from fastgen.data import describe_dataset
 
-__all__ = ["fit", "load_checkpoint", "save_checkpoint", "CheckpointError", "TrainingDivergedError",
+__all__ = ["fit", "load_checkpoint", "save_checkpoint", "CheckpointError", "OutputError", "TrainingDivergedError",
            "save_image_grid", "save_curves", "CHECKPOINT_NAME"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -57,6 +57,11 @@ _REQUIRED_KEYS = ("format", "version", "run", "model", "optimizers", "epoch", "g
 
 class CheckpointError(RuntimeError):
     """A checkpoint that is missing, corrupted, truncated, or does not fit the model."""
+
+
+class OutputError(OSError):
+    """The output folder, or a file in it, cannot be written (a full disk, a read-only folder, a
+    file where the folder should be). The message names the path and what to do."""
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -79,6 +84,23 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     finally:
         if temporary.exists():
             temporary.unlink()
+
+
+def _prepare_output_folder(folder: Path, emit: Callable[[str], None]) -> None:
+    """Create ``folder``, prove that files can be created in it (before any training: a read-only
+    folder would otherwise fail only when the first epoch is saved) and remove stale temporaries."""
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"output folder {folder} is an existing file; name a folder (it is created if needed)")
+    probe = folder / f".write-probe.tmp-{os.getpid()}"  # named like a temporary: removed as stale if we are killed
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"fastgen")
+        probe.unlink()
+    except OSError as error:
+        raise OutputError(f"output folder {folder} is not writable ({error.strerror or error}); choose another "
+                          f"folder or make this one writable") from error
+    for temporary in _remove_stale_temporaries(folder):
+        emit(f"removed {temporary}, left by a write that was interrupted")
 
 
 def _remove_stale_temporaries(folder: Path) -> list[Path]:
@@ -524,9 +546,7 @@ def fit(model: nn.Module, train_data: Dataset, *, epochs: int, batch_size: int, 
     out_dir = Path(out_dir)
     checkpoint_path = out_dir / CHECKPOINT_NAME
     if distributed.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for temporary in _remove_stale_temporaries(out_dir):
-            emit(f"removed {temporary}, left by a write that was interrupted")
+        _prepare_output_folder(out_dir, emit)
 
     try:
         _seed_everything(seed + distributed.rank)

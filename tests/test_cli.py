@@ -99,6 +99,19 @@ def test_missing_mnist_file_is_reported_against_data(tmp_path, capsys):
     assert "argument --data:" in err and "train-images-idx3-ubyte" in err
 
 
+def test_mnist_folder_without_training_images_is_reported_against_data(tmp_path, capsys):
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    for prefix, count in (("train", 0), ("t10k", 4)):
+        _write_idx(folder / f"{prefix}-images-idx3-ubyte", np.zeros((count, 28, 28)))
+        _write_idx(folder / f"{prefix}-labels-idx1-ubyte", np.zeros(count))
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["train", "vae", "--epochs", "1", "--out", str(tmp_path / "o"), "--data", f"mnist:{folder}"])
+    assert exit_info.value.code == 2
+    assert "argument --data: " in capsys.readouterr().err.splitlines()[-1]
+    assert not (tmp_path / "o").exists()  # refused before the output folder was even made
+
+
 def test_demo_writes_images_and_curves(tmp_path, monkeypatch, capsys):
     # The real demo trains for about a minute; the same code path with a few epochs here.
     monkeypatch.setattr(cli, "DEMO_RUNS", (("vae", "vae", 2, 128, 1), ("wgan", "wgan", 2, 128, 1)))

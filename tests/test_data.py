@@ -95,6 +95,13 @@ def test_mnist_malformed_files_are_named(tmp_path):
         mnist(tmp_path)
 
 
+@pytest.mark.parametrize(("split", "file"), [("train", "train-images-idx3-ubyte"), ("test", "t10k-images-idx3-ubyte")])
+def test_mnist_split_without_images_is_refused(tmp_path, split, file):
+    _write_mnist(tmp_path, **{f"n_{split}": 0})
+    with pytest.raises(IDXFormatError, match=rf"{file} holds no images: MNIST's {split} split cannot be empty"):
+        mnist(tmp_path)
+
+
 def test_corrupt_gzip_is_named(tmp_path):
     path = tmp_path / "x-idx1-ubyte.gz"
     path.write_bytes(b"not gzip at all")

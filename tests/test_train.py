@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import os
 import re
+import shutil
 import signal
 import struct
 import subprocess
@@ -20,7 +21,7 @@ from torch.utils.data import TensorDataset
 from fastgen.data import DynamicallyBinarized, digits
 from fastgen.models import VAE, WGAN, BetaVAE
 from fastgen import train
-from fastgen.train import CheckpointError, TrainingDivergedError, fit, load_checkpoint
+from fastgen.train import CheckpointError, OutputError, TrainingDivergedError, fit, load_checkpoint
 
 SHAPE = (1, 8, 8)
 REPO = Path(__file__).resolve().parents[1]
@@ -307,6 +308,45 @@ def test_amp_trains_in_bfloat16(tmp_path, small_data):
 def test_bad_arguments_are_named(tmp_path, small_data, argument, value, message):
     with pytest.raises(ValueError, match=message):
         _fit(_vae(), small_data, tmp_path, **{argument: value})
+
+
+def _can_create_files_in(folder: Path) -> bool:
+    try:
+        (folder / "probe").touch()
+    except OSError:
+        return False
+    (folder / "probe").unlink()
+    return True
+
+
+@pytest.fixture
+def unwritable_folder(tmp_path):
+    """A folder in which this user cannot create files: mode 0555, and for root (whom
+    permissions do not stop) also the immutable attribute."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    immutable = (_can_create_files_in(folder) and shutil.which("chattr") is not None
+                 and subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0)
+    try:
+        if _can_create_files_in(folder):
+            pytest.skip("cannot make a folder unwritable here: running as root and chattr +i is not supported")
+        yield folder
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-i", str(folder)], check=True)
+        folder.chmod(0o755)
+
+
+def test_unwritable_output_folder_fails_before_training(unwritable_folder, small_data):
+    model = _vae()
+    steps = []
+    train_step = model.step
+    model.step = lambda batch: steps.append(batch) or train_step(batch)
+    with pytest.raises(OutputError, match=rf"output folder {unwritable_folder} is not writable \(.+\); "
+                                          r"choose another folder or make this one writable"):
+        _fit(model, small_data, unwritable_folder)
+    assert steps == []  # refused before the first step, not after an epoch of work
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
