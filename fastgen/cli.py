@@ -158,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--threads", type=_positive_int, help="CPU threads for torch (default: torch's choice); "
                        "1 is fastest for the small default networks")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument("--debug", action="store_true", help="show the traceback of an error instead of one line")
     train.set_defaults(handler=_train, command_parser=train)
 
     demo = subcommands.add_parser("demo", help="train a VAE and a WGAN on the digits in a few minutes")
@@ -174,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from fastgen.data import first_item_shape, load_dataset, num_classes_of
-    from fastgen.train import fit
+    from fastgen.train import CheckpointError, TrainingDivergedError, fit
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -190,9 +191,24 @@ def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error(str(error))
     except ValueError as error:  # e.g. image sides not multiples of 4 for the conv nets
         parser.error(f"argument --arch: {error}")
-    fit(model, train_data, eval_data=eval_data, epochs=args.epochs, batch_size=args.batch_size, out_dir=args.out,
-        device=args.device, amp=args.amp, resume=args.resume, seed=args.seed, plot_every=args.plot_every,
-        progress=not args.no_progress, title=args.model)
+    try:
+        fit(model, train_data, eval_data=eval_data, epochs=args.epochs, batch_size=args.batch_size, out_dir=args.out,
+            device=args.device, amp=args.amp, resume=args.resume, seed=args.seed, plot_every=args.plot_every,
+            progress=not args.no_progress, title=args.model)
+    # Failures a run can meet: their messages say what happened and what to do, so one line
+    # serves better than a traceback. Anything else is a bug and keeps its traceback.
+    except (CheckpointError, TrainingDivergedError, OSError) as error:  # OSError: fit's OutputError and the like
+        if args.debug:
+            raise
+        message = " ".join(line.strip() for line in str(error).splitlines())
+        print(f"fastgen: error: {message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"fastgen: error: interrupted; rerun with --resume to continue from the last checkpoint in {args.out}",
+              file=sys.stderr)
+        return 130
     return 0
 
 

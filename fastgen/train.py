@@ -21,6 +21,7 @@ refused instead of resuming from altered weights.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import os
@@ -81,9 +82,11 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         with open(temporary, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(temporary, path)
+    except OSError as error:  # a full disk, a read-only folder...
+        raise OutputError(f"cannot write {path}: {error.strerror or error}") from error
     finally:
-        if temporary.exists():
-            temporary.unlink()
+        with contextlib.suppress(OSError):  # what cannot be removed now goes as a stale temporary later
+            temporary.unlink(missing_ok=True)
 
 
 def _prepare_output_folder(folder: Path, emit: Callable[[str], None]) -> None:
@@ -133,9 +136,39 @@ def _writer_alive(pid: int) -> bool:
     return True
 
 
+class _KeepWriteError:
+    """The file object ``torch.save`` writes through, keeping the ``OSError`` of a failed write:
+    torch reports one (a full disk, say) only as "[enforce fail at inline_container.cc] unexpected
+    pos", which does not say what happened."""
+
+    def __init__(self, handle) -> None:
+        self.handle = handle
+        self.error: OSError | None = None
+
+    def write(self, data) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as error:
+            self.error = error
+            raise
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+
 def save_checkpoint(path: str | os.PathLike, payload: Mapping[str, Any]) -> None:
-    """Atomically ``torch.save`` a checkpoint dictionary."""
-    _atomic_write(Path(path), lambda temporary: torch.save(dict(payload), temporary))
+    """Atomically ``torch.save`` a checkpoint dictionary; a failed write raises :class:`OutputError`."""
+    def write(temporary: Path) -> None:
+        with open(temporary, "wb") as handle:
+            writer = _KeepWriteError(handle)
+            try:
+                torch.save(dict(payload), writer)
+            except RuntimeError:
+                if writer.error is None:
+                    raise
+                raise writer.error from None
+
+    _atomic_write(Path(path), write)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -527,6 +560,8 @@ def fit(model: nn.Module, train_data: Dataset, *, epochs: int, batch_size: int, 
     Raises:
         TrainingDivergedError: a loss became NaN or inf; names the epoch and step. The
             checkpoint from the last completed epoch is left intact.
+        OutputError: the output folder is a file or not writable (checked before training), or
+            a write failed (a full disk); names the path and the last good checkpoint.
         CheckpointError: ``resume`` found a corrupted checkpoint, or one of another run (another
             model class or model settings, other data, batch size or seed); the message names
             what differs.
@@ -576,6 +611,7 @@ def fit(model: nn.Module, train_data: Dataset, *, epochs: int, batch_size: int, 
         distributed.barrier()  # nobody trains (or overwrites the checkpoint) before all have read it
         if start_epoch >= epochs:
             return history
+        saved_epoch = start_epoch  # the epoch that checkpoint_path holds for this run (0: none yet)
 
         if distributed.enabled:
             model.distribute(distributed.wrap)
@@ -606,10 +642,11 @@ def fit(model: nn.Module, train_data: Dataset, *, epochs: int, batch_size: int, 
                     if bad:
                         raise FloatingPointError(", ".join(f"non-finite {name}: {metrics[name]}" for name in bad))
                 except FloatingPointError as error:
-                    kept = (f"the last good checkpoint {checkpoint_path} (epoch {epoch - 1}) is left intact"
-                            if checkpoint_path.is_file() else "no checkpoint had been written yet")
                     raise TrainingDivergedError(f"training diverged at epoch {epoch}, step {global_step} "
-                                                f"(batch {batch_index + 1} of the epoch): {error}; {kept}") from error
+                                                f"(batch {batch_index + 1} of the epoch): {error}; "
+                                                f"{_last_good_checkpoint(checkpoint_path, saved_epoch)}; full "
+                                                f"precision (no AMP) or a smaller learning rate usually avoids "
+                                                f"this") from error
                 for name, value in metrics.items():
                     sums[name] = sums.get(name, 0.0) + value
                     counts[name] = counts.get(name, 0) + 1
@@ -633,19 +670,25 @@ def fit(model: nn.Module, train_data: Dataset, *, epochs: int, batch_size: int, 
                 elapsed = time.perf_counter() - started
                 emit(f"epoch {epoch}/{epochs} ({elapsed:.1f}s): "
                      + ", ".join(f"{key}={value:.4g}" for key, value in row.items() if key not in ("epoch", "step")))
-                # The checkpoint before the row: a kill between the two leaves metrics.csv a row
-                # behind the checkpoint (resuming rewrites it), never a row ahead.
-                save_checkpoint(checkpoint_path, {
-                    "format": _CHECKPOINT_FORMAT, "version": _CHECKPOINT_VERSION, "run": run,
-                    "model": model.state_dict(),
-                    "optimizers": {name: optimizer.state_dict() for name, optimizer in optimizers.items()},
-                    "epoch": epoch, "global_step": global_step, "history": history,
-                    "rng": rng_states, "seed": seed, "world_size": distributed.world_size,
-                })
-                _write_metrics_csv(out_dir / METRICS_NAME, history)
-                if epoch % plot_every == 0 or epoch == epochs:
-                    _write_samples(model, out_dir, epoch, num_samples, seed, device, title)
-                    save_curves(out_dir / CURVES_NAME, history, title=title)
+                try:
+                    # The checkpoint before the row: a kill between the two leaves metrics.csv a row
+                    # behind the checkpoint (resuming rewrites it), never a row ahead.
+                    save_checkpoint(checkpoint_path, {
+                        "format": _CHECKPOINT_FORMAT, "version": _CHECKPOINT_VERSION, "run": run,
+                        "model": model.state_dict(),
+                        "optimizers": {name: optimizer.state_dict() for name, optimizer in optimizers.items()},
+                        "epoch": epoch, "global_step": global_step, "history": history,
+                        "rng": rng_states, "seed": seed, "world_size": distributed.world_size,
+                    })
+                    saved_epoch = epoch
+                    _write_metrics_csv(out_dir / METRICS_NAME, history)
+                    if epoch % plot_every == 0 or epoch == epochs:
+                        _write_samples(model, out_dir, epoch, num_samples, seed, device, title)
+                        save_curves(out_dir / CURVES_NAME, history, title=title)
+                except OSError as error:
+                    raise OutputError(f"{error}; {_last_good_checkpoint(checkpoint_path, saved_epoch)}; free some "
+                                      f"space or fix the output folder, then {'resume' if saved_epoch else 'start again'}"
+                                      ) from error
             distributed.barrier()
         return history
     finally:
@@ -679,6 +722,12 @@ def _restore(payload: dict[str, Any], path: Path, model: nn.Module, optimizers: 
         _seed_everything(int(payload.get("seed", 0)) + 1000 * int(payload["epoch"]) + distributed.rank)
         data_generator.set_state(rng_states[0]["data"])
     return int(payload["epoch"]), int(payload["global_step"]), [dict(row) for row in payload["history"]]
+
+
+def _last_good_checkpoint(path: Path, saved_epoch: int) -> str:
+    if saved_epoch:
+        return f"the last good checkpoint {path} (epoch {saved_epoch}) is left intact"
+    return "no checkpoint had been written yet"
 
 
 def _write_samples(model: nn.Module, out_dir: Path, epoch: int, count: int, seed: int, device: torch.device,

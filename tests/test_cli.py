@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import csv
+import os
 import struct
 import subprocess
 import sys
+import textwrap
 import types
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import pytest
 import torch
 
 from fastgen import cli
+from fastgen.train import CheckpointError
 
 REPO = Path(__file__).resolve().parents[1]
 PROMISED_FILES = ("metrics.csv", "samples.png", "curves.png", "checkpoint.pt")
@@ -51,6 +54,98 @@ def test_train_resume_and_options(tmp_path):
     assert status == 0
     with open(out / "metrics.csv", newline="") as handle:
         assert [row["epoch"] for row in csv.DictReader(handle)] == ["1", "2"]
+
+
+def _error_line(capsys) -> str:
+    """The one line an expected failure prints to stderr (and nothing else there)."""
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("fastgen: error: ")
+    return lines[0]
+
+
+def test_corrupted_checkpoint_is_one_line_without_a_traceback(tmp_path, capsys):
+    status, out = _train(tmp_path, "vae")
+    checkpoint = out / "checkpoint.pt"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
+    capsys.readouterr()
+    assert _train(tmp_path, "vae", "--epochs", "2", "--resume")[0] == 1
+    assert _error_line(capsys).startswith(f"fastgen: error: checkpoint {checkpoint} is corrupted or truncated")
+    with pytest.raises(CheckpointError):  # --debug shows the exception and its traceback
+        _train(tmp_path, "vae", "--epochs", "2", "--resume", "--debug")
+
+
+def test_out_naming_an_existing_file_is_one_line(tmp_path, capsys):
+    target = tmp_path / "notes.txt"
+    target.write_text("mine")
+    status = cli.main(["train", "vae", "--epochs", "1", "--out", str(target), "--no-progress"])
+    assert status == 1
+    assert _error_line(capsys) == (f"fastgen: error: output folder {target} is an existing file; name a folder "
+                                   f"(it is created if needed)")
+    assert target.read_text() == "mine"
+
+
+def test_resuming_another_models_run_is_refused(tmp_path, capsys):
+    status, out = _train(tmp_path, "vae")
+    metrics = (out / "metrics.csv").read_text()
+    capsys.readouterr()
+    status = cli.main(["train", "beta-vae", "--epochs", "2", "--batch-size", "128", "--out", str(out), "--resume",
+                       "--no-progress"])
+    assert status == 1
+    line = _error_line(capsys)
+    assert "belongs to another run (model: VAE in the checkpoint, BetaVAE now; model.beta: 1.0 in the checkpoint, " \
+           "4.0 now); resume with the settings it was written with, or choose another output folder" in line
+    assert (out / "metrics.csv").read_text() == metrics
+
+
+def test_resume_with_nothing_to_train_says_so(tmp_path, capsys):
+    status, out = _train(tmp_path, "vae", "--epochs", "2")
+    capsys.readouterr()
+    assert _train(tmp_path, "vae", "--epochs", "1", "--resume")[0] == 0
+    assert (f"nothing to train: {out / 'checkpoint.pt'} is at epoch 2 and epochs=1 counts all epochs of the run"
+            in capsys.readouterr().out)
+
+
+def _fit_raising(error):
+    def fit(*args, **kwargs):
+        raise error
+    return fit
+
+
+def test_interrupt_is_one_line_and_a_bug_keeps_its_traceback(tmp_path, monkeypatch, capsys):
+    import fastgen.train
+
+    monkeypatch.setattr(fastgen.train, "fit", _fit_raising(KeyboardInterrupt()))
+    assert _train(tmp_path, "vae")[0] == 130
+    assert _error_line(capsys) == (f"fastgen: error: interrupted; rerun with --resume to continue from the last "
+                                   f"checkpoint in {tmp_path / 'vae'}")
+    monkeypatch.setattr(fastgen.train, "fit", _fit_raising(TypeError("a bug")))
+    with pytest.raises(TypeError, match="a bug"):
+        _train(tmp_path, "vae")
+
+
+_FULL_DISK = textwrap.dedent("""
+    import resource, signal, sys
+    from fastgen.cli import main
+    # Files may not grow past 64 KiB: the checkpoint's write fails as on a full disk (EFBIG, not ENOSPC).
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))
+    sys.exit(main(sys.argv[1:]))
+""")
+
+
+def test_a_failing_checkpoint_write_is_one_line(tmp_path):
+    out = tmp_path / "run"
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
+    result = subprocess.run([sys.executable, "-c", _FULL_DISK, "train", "vae", "--epochs", "1", "--batch-size", "256",
+                             "--out", str(out), "--no-progress", "--threads", "1"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr and "inline_container" not in result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        f"fastgen: error: cannot write {out / 'checkpoint.pt'}: File too large; no checkpoint had been written yet; "
+        f"free some space or fix the output folder, then start again")
+    assert sorted(path.name for path in out.iterdir()) == []  # the partial temporary is gone
 
 
 def _write_idx(path: Path, array: np.ndarray) -> None:
