@@ -546,7 +546,9 @@ def fit(model: nn.Module, train_data: Dataset, *, epochs: int, batch_size: int, 
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; under torchrun each process uses
             ``cuda:LOCAL_RANK``.
         amp: run forward passes under ``torch.autocast`` in bfloat16 (CPU and CUDA).
-        resume: continue from ``out_dir/checkpoint.pt`` if it exists (start fresh if not).
+        resume: continue from ``out_dir/checkpoint.pt`` if it exists (start fresh if not). A
+            checkpoint of another run is refused; one already at ``epochs`` trains nothing
+            and says so.
         seed: seeds torch, Python and NumPy (plus the rank under DDP) and the data order.
         plot_every: write the sample grid and the curves every this many epochs (and after the
             last); metrics and checkpoint are written every epoch.
@@ -580,10 +582,9 @@ def fit(model: nn.Module, train_data: Dataset, *, epochs: int, batch_size: int, 
     emit = log or _tqdm_write
     out_dir = Path(out_dir)
     checkpoint_path = out_dir / CHECKPOINT_NAME
-    if distributed.is_main:
-        _prepare_output_folder(out_dir, emit)
-
     try:
+        if distributed.is_main:
+            _prepare_output_folder(out_dir, emit)
         _seed_everything(seed + distributed.rank)
         model.to(device)
         model.set_autocast(device.type if amp else None, torch.bfloat16)
