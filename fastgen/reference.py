@@ -92,8 +92,12 @@ def philox_normal(
 
 
 def draw_philox_seed(device: torch.device, generator: torch.Generator | None = None) -> torch.Tensor:
-    """A fresh seed from the device's generator, as an int64 tensor on that device."""
-    return torch.randint(-(2**63), 2**63 - 1, (), dtype=torch.int64, device=device, generator=generator)
+    """A fresh seed from the device's generator, as an int64 tensor on that device.
+
+    On the CPU this is the generator's next 64-bit word, as the C++ kernels
+    draw it, so that the reference and the kernels sample the same noise.
+    """
+    return torch.empty((), dtype=torch.int64, device=device).random_(-(2**63), None, generator=generator)
 
 
 def _reduce(per_sample: torch.Tensor, reduction: str) -> torch.Tensor:
@@ -174,6 +178,7 @@ def gaussian_log_likelihood(x, mean, logvar=None, *, event_dims=1, reduction="no
 
 @torch.no_grad()
 def clamp_(tensors, min, max):
-    """Clamps every tensor of the list to [min, max] in place."""
+    """Clamps every tensor of the list to [min, max] in place; a bound beyond a dtype's range clamps nothing."""
     for t in tensors:
-        t.clamp_(min, max)
+        largest = torch.finfo(t.dtype).max
+        t.clamp_(min if min >= -largest else -math.inf, max if max <= largest else math.inf)

@@ -20,8 +20,6 @@ import os
 import torch
 import triton
 import triton.language as tl
-from torch._subclasses.fake_tensor import FakeTensor
-from torch.library import wrap_triton
 
 # Under TRITON_INTERPRET=1 kernels run on CPU tensors through numpy: one small
 # configuration, no benchmarking, so that tests stay fast.
@@ -35,32 +33,6 @@ PROGRAMS_PER_SM = 4
 # Stand-in multiprocessor count under the interpreter (small, so that tests
 # reach the split path with small shapes).
 INTERPRET_SM_COUNT = 2
-
-
-def launcher(kernel):
-    """wrap_triton(kernel): a launch that torch.compile traces into the graph.
-
-    Under the interpreter, the kernel itself: wrap_triton cannot trace an
-    interpreted kernel (and torch before 2.13 rejects one). Its launches are
-    then skipped on fake tensors, so that torch.compile can still propagate
-    shapes through an op (a triton_op's fake implementation is its own body);
-    the captured graph calls the op, which runs the kernel.
-    """
-    if not INTERPRET:
-        return wrap_triton(kernel)
-    return _InterpretedLauncher(kernel)
-
-
-class _InterpretedLauncher:
-    def __init__(self, kernel):
-        self.kernel = kernel
-
-    def __getitem__(self, grid):
-        def launch(*args, **kwargs):
-            if not any(isinstance(arg, FakeTensor) for arg in args):
-                self.kernel[grid](*args, **kwargs)
-
-        return launch
 
 
 def autotune_configs(sizes: tuple[int, ...], name: str) -> list[triton.Config]:
@@ -151,13 +123,6 @@ def flat_grid(numel: int):
 def finish_row_sums(partial: torch.Tensor) -> torch.Tensor:
     """Per-row sums from a [rows, splits] tensor of partial sums (the second stage)."""
     return partial.squeeze(1) if partial.shape[1] == 1 else partial.sum(1)
-
-
-def fold(grad: torch.Tensor, operand: torch.Tensor) -> torch.Tensor:
-    """Sums a full-size 1-D gradient over the repeats of a broadcast operand, to its shape."""
-    if grad.numel() == operand.numel():
-        return grad.reshape(operand.shape)
-    return grad.reshape(-1, operand.numel()).sum(0).reshape(operand.shape)
 
 
 # ---------------------------------------------------------------- device side

@@ -7,7 +7,6 @@ may repeat over rows (e.g. (B, D) data against (K, B, D) logits).
 import torch
 import triton
 import triton.language as tl
-from torch.library import triton_op
 
 from ._math import bernoulli_log_prob, bernoulli_log_prob_grad_logits, to_compute_type
 from ._tiles import (
@@ -15,8 +14,6 @@ from ._tiles import (
     elementwise_grid,
     elementwise_position,
     finish_row_sums,
-    fold,
-    launcher,
     operand_row_start,
     row_shape,
     row_sum_dtype,
@@ -78,7 +75,6 @@ def bernoulli_log_likelihood_backward_kernel(
         tl.store(grad_target_ptr + out, (grad * logits).to(out_dtype), mask=mask)
 
 
-@triton_op("fastgen_triton::bernoulli_log_likelihood", mutates_args=())
 def bernoulli_log_likelihood(logits: torch.Tensor, target: torch.Tensor, event_dims: int) -> torch.Tensor:
     """Per-row sums of target * logits - softplus(logits)."""
     rows, cols = row_shape(logits, (target,), event_dims)
@@ -87,7 +83,7 @@ def bernoulli_log_likelihood(logits: torch.Tensor, target: torch.Tensor, event_d
     splits, chunk = split_plan(rows, cols, logits.device)
     partial = logits.new_empty((rows, splits), dtype=row_sum_dtype(logits.dtype))
     cols_pow2 = triton.next_power_of_2(cols)
-    launcher(bernoulli_log_likelihood_forward_kernel)[row_sum_grid(rows, splits, cols_pow2)](
+    bernoulli_log_likelihood_forward_kernel[row_sum_grid(rows, splits, cols_pow2)](
         logits, target, partial,
         rows, cols, chunk, splits, logits.numel() // cols, target.numel() // cols,
         COLS_POW2=cols_pow2,
@@ -95,7 +91,6 @@ def bernoulli_log_likelihood(logits: torch.Tensor, target: torch.Tensor, event_d
     return finish_row_sums(partial)
 
 
-@triton_op("fastgen_triton::bernoulli_log_likelihood_backward", mutates_args=())
 def bernoulli_log_likelihood_backward(
     grad: torch.Tensor, logits: torch.Tensor, target: torch.Tensor, event_dims: int, target_grad: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -106,7 +101,7 @@ def bernoulli_log_likelihood_backward(
     if rows * cols == 0:
         return grad_logits, grad_target
     cols_pow2 = triton.next_power_of_2(cols)
-    launcher(bernoulli_log_likelihood_backward_kernel)[elementwise_grid(rows, cols, cols_pow2)](
+    bernoulli_log_likelihood_backward_kernel[elementwise_grid(rows, cols, cols_pow2)](
         grad.to(row_sum_dtype(logits.dtype)).contiguous(), logits, target,
         grad_logits, grad_target if target_grad else grad_logits,
         rows, cols, logits.numel() // cols, target.numel() // cols,
@@ -114,22 +109,3 @@ def bernoulli_log_likelihood_backward(
     )  # fmt: skip
     return grad_logits, grad_target
 
-
-def _setup_context(ctx, inputs, output):
-    logits, target, event_dims = inputs
-    ctx.save_for_backward(logits, target)
-    ctx.event_dims = event_dims
-
-
-def _backward(ctx, grad):
-    logits, target = ctx.saved_tensors
-    needs = ctx.needs_input_grad
-    grad_logits, grad_target = bernoulli_log_likelihood_backward(grad, logits, target, ctx.event_dims, needs[1])
-    return (
-        fold(grad_logits, logits) if needs[0] else None,
-        fold(grad_target, target) if needs[1] else None,
-        None,
-    )
-
-
-bernoulli_log_likelihood.register_autograd(_backward, setup_context=_setup_context)

@@ -12,11 +12,10 @@ and stores are vectorized. The table is cached per (addresses, sizes,
 bounds), so a training loop that clips the same parameters every step
 uploads it once.
 
-This is an opaque custom op (torch.library.custom_op), not a triton_op: the
-kernel writes to tensors that are not its arguments, which torch.compile's
-analysis of Triton kernels cannot see, so the op declares its mutation
-itself. The table upload is a host-to-device copy, so a first (uncached)
-call cannot be captured in a CUDA graph.
+It implements the kernel op _clamp_ (csrc/ops/clamp.cpp), which torch.compile
+sees as one opaque op that mutates its arguments. The table upload is a
+host-to-device copy, so a first (uncached) call cannot be captured in a CUDA
+graph.
 """
 
 import functools
@@ -86,7 +85,6 @@ def _table(device: torch.device, addresses: tuple, sizes: tuple, item_size: int,
     return torch.tensor([*offsets, *sizes, *first_tiles, *bounds], dtype=torch.int64).to(device)
 
 
-@torch.library.custom_op("fastgen_triton::clamp_", mutates_args=("tensors",))
 def clamp_(tensors: list[torch.Tensor], low: float, high: float) -> None:
     """Clamps every tensor (contiguous, one device and dtype) to [low, high] in place, NaN kept."""
     tensors = [t for t in tensors if t.numel() > 0]
@@ -96,7 +94,7 @@ def clamp_(tensors: list[torch.Tensor], low: float, high: float) -> None:
     for t in tensors:
         if not t.is_contiguous() or t.dtype != first.dtype or t.device != first.device:
             raise ValueError(
-                "fastgen_triton.clamp_: tensors must be contiguous and share one device and dtype, got "
+                "fastgen_triton._clamp_: tensors must be contiguous and share one device and dtype, got "
                 f"{t.dtype} on {t.device} (contiguous: {t.is_contiguous()}) beside {first.dtype} on {first.device}"
             )
     addresses = tuple(t.data_ptr() for t in tensors)
@@ -113,8 +111,3 @@ def clamp_(tensors: list[torch.Tensor], low: float, high: float) -> None:
         TILE=CLAMP_TILE,
         num_warps=CLAMP_WARPS,
     )
-
-
-@clamp_.register_fake
-def _(tensors, low, high):
-    return None

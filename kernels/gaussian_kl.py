@@ -10,7 +10,6 @@ from typing import Optional
 import torch
 import triton
 import triton.language as tl
-from torch.library import triton_op
 
 from ._math import kl_diag_normal, kl_diag_normal_grads, kl_std_normal, to_compute_type
 from ._tiles import (
@@ -18,8 +17,6 @@ from ._tiles import (
     elementwise_grid,
     elementwise_position,
     finish_row_sums,
-    fold,
-    launcher,
     operand_row_start,
     row_shape,
     row_sum_dtype,
@@ -110,7 +107,6 @@ def _operand_rows(t: Optional[torch.Tensor], cols: int) -> int:
     return 1 if t is None else t.numel() // cols
 
 
-@triton_op("fastgen_triton::gaussian_kl", mutates_args=())
 def gaussian_kl(
     mu: torch.Tensor,
     logvar: torch.Tensor,
@@ -125,7 +121,7 @@ def gaussian_kl(
     splits, chunk = split_plan(rows, cols, mu.device)
     partial = mu.new_empty((rows, splits), dtype=row_sum_dtype(mu.dtype))
     cols_pow2 = triton.next_power_of_2(cols)
-    launcher(gaussian_kl_forward_kernel)[row_sum_grid(rows, splits, cols_pow2)](
+    gaussian_kl_forward_kernel[row_sum_grid(rows, splits, cols_pow2)](
         mu, logvar, mu if prior_mu is None else prior_mu, mu if prior_logvar is None else prior_logvar, partial,
         rows, cols, chunk, splits,
         _operand_rows(mu, cols), _operand_rows(logvar, cols),
@@ -135,7 +131,6 @@ def gaussian_kl(
     return finish_row_sums(partial)
 
 
-@triton_op("fastgen_triton::gaussian_kl_backward", mutates_args=())
 def gaussian_kl_backward(
     grad: torch.Tensor,
     mu: torch.Tensor,
@@ -156,7 +151,7 @@ def gaussian_kl_backward(
     if rows * cols == 0:
         return grad_mu, grad_logvar, grad_prior_logvar
     cols_pow2 = triton.next_power_of_2(cols)
-    launcher(gaussian_kl_backward_kernel)[elementwise_grid(rows, cols, cols_pow2)](
+    gaussian_kl_backward_kernel[elementwise_grid(rows, cols, cols_pow2)](
         grad.to(row_sum_dtype(mu.dtype)).contiguous(), mu, logvar,
         mu if prior_mu is None else prior_mu, mu if prior_logvar is None else prior_logvar,
         grad_mu, grad_logvar, grad_prior_logvar if prior_logvar_grad else grad_mu,
@@ -168,27 +163,3 @@ def gaussian_kl_backward(
     )  # fmt: skip
     return grad_mu, grad_logvar, grad_prior_logvar
 
-
-def _setup_context(ctx, inputs, output):
-    mu, logvar, prior_mu, prior_logvar, event_dims = inputs
-    ctx.save_for_backward(mu, logvar, prior_mu, prior_logvar)
-    ctx.event_dims = event_dims
-
-
-def _backward(ctx, grad):
-    mu, logvar, prior_mu, prior_logvar = ctx.saved_tensors
-    needs = ctx.needs_input_grad
-    want_prior_logvar = prior_logvar is not None and needs[3]
-    grad_mu, grad_logvar, grad_prior_logvar = gaussian_kl_backward(
-        grad, mu, logvar, prior_mu, prior_logvar, ctx.event_dims, want_prior_logvar
-    )
-    return (
-        fold(grad_mu, mu) if needs[0] else None,
-        fold(grad_logvar, logvar) if needs[1] else None,
-        fold(-grad_mu, prior_mu) if prior_mu is not None and needs[2] else None,
-        fold(grad_prior_logvar, prior_logvar) if want_prior_logvar else None,
-        None,
-    )
-
-
-gaussian_kl.register_autograd(_backward, setup_context=_setup_context)

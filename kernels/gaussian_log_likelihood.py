@@ -8,7 +8,6 @@ from typing import Optional
 import torch
 import triton
 import triton.language as tl
-from torch.library import triton_op
 
 from ._math import gaussian_log_prob, gaussian_log_prob_grads, gaussian_log_prob_unit, gaussian_log_prob_unit_grad_x
 from ._math import to_compute_type
@@ -17,8 +16,6 @@ from ._tiles import (
     elementwise_grid,
     elementwise_position,
     finish_row_sums,
-    fold,
-    launcher,
     operand_row_start,
     row_shape,
     row_sum_dtype,
@@ -88,7 +85,6 @@ def gaussian_log_likelihood_backward_kernel(
     tl.store(grad_x_ptr + out, (grad * d_x).to(out_dtype), mask=mask)
 
 
-@triton_op("fastgen_triton::gaussian_log_likelihood", mutates_args=())
 def gaussian_log_likelihood(
     x: torch.Tensor, mean: torch.Tensor, logvar: Optional[torch.Tensor], event_dims: int
 ) -> torch.Tensor:
@@ -99,7 +95,7 @@ def gaussian_log_likelihood(
     splits, chunk = split_plan(rows, cols, x.device)
     partial = x.new_empty((rows, splits), dtype=row_sum_dtype(x.dtype))
     cols_pow2 = triton.next_power_of_2(cols)
-    launcher(gaussian_log_likelihood_forward_kernel)[row_sum_grid(rows, splits, cols_pow2)](
+    gaussian_log_likelihood_forward_kernel[row_sum_grid(rows, splits, cols_pow2)](
         x, mean, x if logvar is None else logvar, partial,
         rows, cols, chunk, splits,
         x.numel() // cols, mean.numel() // cols, 1 if logvar is None else logvar.numel() // cols,
@@ -108,7 +104,6 @@ def gaussian_log_likelihood(
     return finish_row_sums(partial)
 
 
-@triton_op("fastgen_triton::gaussian_log_likelihood_backward", mutates_args=())
 def gaussian_log_likelihood_backward(
     grad: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, logvar: Optional[torch.Tensor], event_dims: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -119,7 +114,7 @@ def gaussian_log_likelihood_backward(
     if rows * cols == 0:
         return grad_x, grad_logvar
     cols_pow2 = triton.next_power_of_2(cols)
-    launcher(gaussian_log_likelihood_backward_kernel)[elementwise_grid(rows, cols, cols_pow2)](
+    gaussian_log_likelihood_backward_kernel[elementwise_grid(rows, cols, cols_pow2)](
         grad.to(row_sum_dtype(x.dtype)).contiguous(), x, mean, x if logvar is None else logvar,
         grad_x, grad_x if logvar is None else grad_logvar,
         rows, cols,
@@ -128,23 +123,3 @@ def gaussian_log_likelihood_backward(
     )  # fmt: skip
     return grad_x, grad_logvar
 
-
-def _setup_context(ctx, inputs, output):
-    x, mean, logvar, event_dims = inputs
-    ctx.save_for_backward(x, mean, logvar)
-    ctx.event_dims = event_dims
-
-
-def _backward(ctx, grad):
-    x, mean, logvar = ctx.saved_tensors
-    needs = ctx.needs_input_grad
-    grad_x, grad_logvar = gaussian_log_likelihood_backward(grad, x, mean, logvar, ctx.event_dims)
-    return (
-        fold(grad_x, x) if needs[0] else None,
-        fold(-grad_x, mean) if needs[1] else None,
-        fold(grad_logvar, logvar) if logvar is not None and needs[2] else None,
-        None,
-    )
-
-
-gaussian_log_likelihood.register_autograd(_backward, setup_context=_setup_context)

@@ -14,9 +14,6 @@ from typing import Optional
 import torch
 import triton
 import triton.language as tl
-from torch.library import triton_op
-
-from fastgen.reference import draw_philox_seed
 
 from ._math import (
     kl_std_normal,
@@ -33,7 +30,6 @@ from ._tiles import (
     elementwise_position,
     finish_row_sums,
     flat_grid,
-    launcher,
     row_shape,
     row_sum_dtype,
     row_sum_grid,
@@ -43,9 +39,15 @@ from ._tiles import (
 
 
 def draw_rng_state(device: torch.device, generator: Optional[torch.Generator]) -> torch.Tensor:
-    """int64 [seed, 0] on `device`: a fresh seed from its generator (the default one unless given)."""
-    seed = draw_philox_seed(device, generator)
-    return torch.stack([seed, torch.zeros_like(seed)])
+    """int64 [seed, 0] on `device`: a fresh seed from its generator (the default one unless given).
+
+    The seed is the generator's next 64-bit word, drawn on the device as
+    ordinary tensor work, so a captured CUDA graph draws a fresh one on every
+    replay; on the CPU it is the word the C++ kernels take.
+    """
+    rng_state = torch.zeros(2, dtype=torch.int64, device=device)
+    rng_state[0].random_(-(2**63), None, generator=generator)
+    return rng_state
 
 
 def _samples_shape(mu: torch.Tensor, num_samples: Optional[int]) -> tuple:
@@ -103,7 +105,6 @@ def _flat_aligned(numel: int, samples: int) -> bool:
     return samples == 1 or numel % 4 == 0
 
 
-@triton_op("fastgen_triton::reparameterize", mutates_args=())
 def reparameterize(
     mu: torch.Tensor, logvar: torch.Tensor, rng_state: torch.Tensor, num_samples: Optional[int]
 ) -> torch.Tensor:
@@ -112,13 +113,12 @@ def reparameterize(
     numel, samples = mu.numel(), num_samples or 1
     if numel == 0:
         return z
-    launcher(reparameterize_forward_kernel)[flat_grid(numel)](
+    reparameterize_forward_kernel[flat_grid(numel)](
         mu, logvar, z, rng_state, numel, samples, ALIGNED=_flat_aligned(numel, samples)
     )
     return z
 
 
-@triton_op("fastgen_triton::reparameterize_backward", mutates_args=())
 def reparameterize_backward(
     grad_z: torch.Tensor, logvar: torch.Tensor, rng_state: torch.Tensor, num_samples: Optional[int]
 ) -> torch.Tensor:
@@ -127,30 +127,12 @@ def reparameterize_backward(
     numel, samples = logvar.numel(), num_samples or 1
     if numel == 0:
         return grad_logvar
-    launcher(reparameterize_backward_kernel)[flat_grid(numel)](
+    reparameterize_backward_kernel[flat_grid(numel)](
         grad_z.to(logvar.dtype).contiguous(), logvar, grad_logvar, rng_state, numel, samples,
         ALIGNED=_flat_aligned(numel, samples),
     )  # fmt: skip
     return grad_logvar
 
-
-def _reparameterize_setup_context(ctx, inputs, output):
-    _, logvar, rng_state, num_samples = inputs
-    ctx.save_for_backward(logvar, rng_state)
-    ctx.num_samples = num_samples
-
-
-def _reparameterize_backward(ctx, grad_z):
-    logvar, rng_state = ctx.saved_tensors
-    grad_mu = grad_logvar = None
-    if ctx.needs_input_grad[0]:
-        grad_mu = grad_z if ctx.num_samples is None else grad_z.sum(0)
-    if ctx.needs_input_grad[1]:
-        grad_logvar = reparameterize_backward(grad_z, logvar, rng_state, ctx.num_samples)
-    return grad_mu, grad_logvar, None, None
-
-
-reparameterize.register_autograd(_reparameterize_backward, setup_context=_reparameterize_setup_context)
 
 
 # ---------------------------------------------------------------- reparameterize_kl
@@ -222,7 +204,6 @@ def reparameterize_kl_backward_kernel(
     tl.store(grad_logvar_ptr + index, grad_logvar.to(out_dtype), mask=mask)
 
 
-@triton_op("fastgen_triton::reparameterize_kl", mutates_args=())
 def reparameterize_kl(
     mu: torch.Tensor, logvar: torch.Tensor, rng_state: torch.Tensor, num_samples: Optional[int], event_dims: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -235,7 +216,7 @@ def reparameterize_kl(
     splits, chunk = split_plan(rows, cols, mu.device)
     partial = mu.new_empty((rows, splits), dtype=row_sum_dtype(mu.dtype))
     cols_pow2 = triton.next_power_of_2(cols)
-    launcher(reparameterize_kl_forward_kernel)[row_sum_grid(rows, splits, cols_pow2)](
+    reparameterize_kl_forward_kernel[row_sum_grid(rows, splits, cols_pow2)](
         mu, logvar, z, partial, rng_state,
         rows, cols, chunk, splits, samples,
         ALIGNED=cols % 4 == 0, COLS_POW2=cols_pow2,
@@ -243,24 +224,27 @@ def reparameterize_kl(
     return z, finish_row_sums(partial)
 
 
-@triton_op("fastgen_triton::reparameterize_kl_backward", mutates_args=())
 def reparameterize_kl_backward(
-    grad_z: torch.Tensor,
-    grad_kl: torch.Tensor,
+    grad_z: Optional[torch.Tensor],
+    grad_kl: Optional[torch.Tensor],
     mu: torch.Tensor,
     logvar: torch.Tensor,
     rng_state: torch.Tensor,
     num_samples: Optional[int],
     event_dims: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(grad_mu, grad_logvar) from the gradients of z and of the per-row KL, eps regenerated."""
+    """(grad_mu, grad_logvar) from the gradients of z and of the per-row KL (absent: zero), eps regenerated."""
     rows, cols = row_shape(mu, (logvar,), event_dims)
+    if grad_z is None:
+        grad_z = mu.new_zeros((num_samples or 1, *mu.shape))
+    if grad_kl is None:
+        grad_kl = mu.new_zeros(rows, dtype=row_sum_dtype(mu.dtype))
     grad_mu = torch.empty_like(mu)
     grad_logvar = torch.empty_like(logvar)
     if rows * cols == 0:
         return grad_mu, grad_logvar
     cols_pow2 = triton.next_power_of_2(cols)
-    launcher(reparameterize_kl_backward_kernel)[elementwise_grid(rows, cols, cols_pow2)](
+    reparameterize_kl_backward_kernel[elementwise_grid(rows, cols, cols_pow2)](
         grad_z.to(mu.dtype).contiguous(), grad_kl.to(row_sum_dtype(mu.dtype)).contiguous(),
         mu, logvar, grad_mu, grad_logvar, rng_state,
         rows, cols, num_samples or 1,
@@ -268,20 +252,3 @@ def reparameterize_kl_backward(
     )  # fmt: skip
     return grad_mu, grad_logvar
 
-
-def _reparameterize_kl_setup_context(ctx, inputs, output):
-    mu, logvar, rng_state, num_samples, event_dims = inputs
-    ctx.save_for_backward(mu, logvar, rng_state)
-    ctx.num_samples = num_samples
-    ctx.event_dims = event_dims
-
-
-def _reparameterize_kl_backward(ctx, grad_z, grad_kl):
-    mu, logvar, rng_state = ctx.saved_tensors
-    grad_mu, grad_logvar = reparameterize_kl_backward(
-        grad_z, grad_kl, mu, logvar, rng_state, ctx.num_samples, ctx.event_dims
-    )
-    return grad_mu, grad_logvar, None, None, None
-
-
-reparameterize_kl.register_autograd(_reparameterize_kl_backward, setup_context=_reparameterize_kl_setup_context)

@@ -38,7 +38,7 @@ def backend(request, device):
             pytest.skip("needs the triton backend (Triton and a CUDA GPU)")
         # The Triton backend runs on CUDA tensors (and on CPU ones only under
         # TRITON_INTERPRET=1, which the backend reads when it is imported).
-        if device.type not in fastgen.ops._DEVICE_TYPES.get("triton", ()):
+        if device.type not in fastgen.ops.backend_device_types("triton"):
             pytest.skip(f"the triton backend does not run on {device.type} tensors here")
     with fastgen.use_backend(name):
         yield name

@@ -109,7 +109,7 @@ def test_gpu_backend_on_cpu_tensors(name):
     x = torch.zeros(2, 3)
     fastgen.set_backend(name)
     if name in fastgen.available_backends():
-        if "cpu" in fastgen.ops._DEVICE_TYPES[name]:
+        if "cpu" in fastgen.ops.backend_device_types(name):
             pytest.skip("the Triton interpreter (TRITON_INTERPRET=1) runs this backend on CPU tensors")
         with pytest.raises(ValueError, match=rf"fastgen.gaussian_kl: backend '{name}' runs on cuda tensors, got tensors on cpu"):
             fastgen.gaussian_kl(x, x)
@@ -189,7 +189,7 @@ def test_reference_equals_cpu_noise_for_the_same_seed(dtype, num_samples):
     # cpu backend: its seed is in rng_state
     with fastgen.use_backend("cpu"):
         z_cpu = fastgen.reparameterize(mu, logvar, num_samples=num_samples, generator=torch.Generator().manual_seed(6))
-    _, rng_state = torch.ops.fastgen.reparameterize(mu.detach(), logvar.detach(), num_samples, torch.Generator().manual_seed(6))
+    _, rng_state = torch.ops.fastgen._reparameterize(mu.detach(), logvar.detach(), num_samples, torch.Generator().manual_seed(6))
     cpu_seed, offset = (int(v) for v in rng_state)
     assert offset == 0
     std = torch.exp(0.5 * logvar.detach().double())

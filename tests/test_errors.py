@@ -186,25 +186,42 @@ def test_clip_module_params_untouched_on_error():
 
 
 def test_raw_op_errors():
+    """The kernel ops check the row contract that the op layer hands them."""
     with pytest.raises(RuntimeError, match=r"fastgen\.gaussian_kl: event_dims must be in \[0, 2\], got 3"):
-        torch.ops.fastgen.gaussian_kl(X, X, None, None, 3)
+        torch.ops.fastgen._gaussian_kl(X, X, None, None, 3)
     with pytest.raises(RuntimeError, match=r"fastgen\.gaussian_kl: operands must be contiguous"):
-        torch.ops.fastgen.gaussian_kl(X, torch.zeros(4, 3).t(), None, None, 1)
+        torch.ops.fastgen._gaussian_kl(X, torch.zeros(4, 3).t(), None, None, 1)
     with pytest.raises(RuntimeError, match=r"fastgen\.bernoulli_log_likelihood: operands must share one dtype"):
-        torch.ops.fastgen.bernoulli_log_likelihood(X, X.double(), 1)
+        torch.ops.fastgen._bernoulli_log_likelihood(X, X.double(), 1)
     with pytest.raises(RuntimeError, match=r"does not repeat evenly"):
-        torch.ops.fastgen.gaussian_log_likelihood(X, torch.zeros(5), None, 1)
+        torch.ops.fastgen._gaussian_log_likelihood(X, torch.zeros(5), None, 1)
     with pytest.raises(RuntimeError, match=r"fastgen\.philox_normal_: out must be a contiguous float32 tensor"):
         torch.ops.fastgen.philox_normal_(torch.zeros(4, dtype=torch.float64), 1, 0)
     with pytest.raises(RuntimeError, match=r"fastgen\.reparameterize: num_samples must be >= 1"):
-        torch.ops.fastgen.reparameterize(X, X, 0, None)
+        torch.ops.fastgen._reparameterize(X, X, 0, None)
     with pytest.raises(RuntimeError, match=r"fastgen\.reparameterize: mu and logvar must share shape and dtype"):
-        torch.ops.fastgen.reparameterize(X, X.double(), None, None)
+        torch.ops.fastgen._reparameterize(X, X.double(), None, None)
     with pytest.raises(RuntimeError, match=r"rng_state must be an int64 tensor \[seed, offset\]"):
-        torch.ops.fastgen.reparameterize_backward(X, X, torch.zeros(2), None)
+        torch.ops.fastgen._reparameterize_backward(X, X, torch.zeros(2), None)
     with pytest.raises(RuntimeError, match=r"grad_z has 24 elements, expected 12"):
-        torch.ops.fastgen.reparameterize_backward(torch.zeros(2, 3, 4), X, torch.zeros(2, dtype=torch.int64), None)
+        torch.ops.fastgen._reparameterize_backward(torch.zeros(2, 3, 4), X, torch.zeros(2, dtype=torch.int64), None)
     with pytest.raises(RuntimeError, match=r"fastgen\.clamp_: min \(1\) must not exceed max \(0\)"):
-        torch.ops.fastgen.clamp_([X.clone()], 1.0, 0.0)
+        torch.ops.fastgen._clamp_([X.clone()], 1.0, 0.0)
     with pytest.raises(RuntimeError, match=r"fastgen\.clamp_: every tensor of a group must share one dtype"):
-        torch.ops.fastgen.clamp_([X.clone(), X.double()], 0.0, 1.0)
+        torch.ops.fastgen._clamp_([X.clone(), X.double()], 0.0, 1.0)
+
+
+def test_public_ops_check_their_arguments_in_cpp():
+    """Called directly (as torch.compile's graphs call them), the public ops give the same errors."""
+    with pytest.raises(ValueError, match=r"fastgen\.gaussian_kl: event_dims must be in \[0, 2\].*got 3"):
+        torch.ops.fastgen.gaussian_kl(X, X, None, None, 3, "none")
+    with pytest.raises(ValueError, match=r"fastgen\.gaussian_kl: reduction must be one of 'none', 'sum', 'mean', got 'avg'"):
+        torch.ops.fastgen.gaussian_kl(X, X, None, None, 1, "avg")
+    with pytest.raises(TypeError, match=r"fastgen\.bernoulli_log_likelihood: target must be a floating tensor .*torch\.int64"):
+        torch.ops.fastgen.bernoulli_log_likelihood(X, X.long(), 1, "none")
+    with pytest.raises(ValueError, match=r"fastgen\.reparameterize: num_samples must be >= 1, got 0"):
+        torch.ops.fastgen.reparameterize(X, X, 0, None)
+    with pytest.raises(ValueError, match=r"fastgen\.clamp_: min \(1\) must not exceed max \(0\)"):
+        torch.ops.fastgen.clamp_([X.clone()], 1.0, 0.0)
+    with pytest.raises(TypeError, match=r"fastgen\.clamp_: tensors\[1\] must be a floating tensor .*torch\.int64"):
+        torch.ops.fastgen.clamp_([X.clone(), X.long()], 0.0, 1.0)

@@ -162,7 +162,7 @@ def test_reparameterize_backward_regenerates_exactly(device):
 def test_rng_state_reproduces_eps(device):
     mu = rand((5, 9), torch.float64, device, seed=1)
     logvar = rand((5, 9), torch.float64, device, seed=2)
-    z, rng_state = torch.ops.fastgen.reparameterize(mu, logvar, 2, None)
+    z, rng_state = torch.ops.fastgen._reparameterize(mu, logvar, 2, None)
     assert rng_state.dtype == torch.int64 and rng_state.shape == (2,)
     seed, offset = (int(v) for v in rng_state.cpu())
     eps = torch.empty(z.numel(), device=device)

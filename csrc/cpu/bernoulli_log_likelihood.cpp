@@ -68,8 +68,8 @@ std::tuple<at::Tensor, at::Tensor> bernoulli_log_likelihood_backward_cpu(const a
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastgen, CPU, m) {
-  m.impl("bernoulli_log_likelihood", &bernoulli_log_likelihood_cpu);
-  m.impl("bernoulli_log_likelihood_backward", &bernoulli_log_likelihood_backward_cpu);
+  m.impl("_bernoulli_log_likelihood", &bernoulli_log_likelihood_cpu);
+  m.impl("_bernoulli_log_likelihood_backward", &bernoulli_log_likelihood_backward_cpu);
 }
 
 }  // namespace fastgen::cpu

@@ -7,6 +7,16 @@
 namespace fastgen::cpu {
 namespace {
 
+// v in scalar_t, infinite beyond its range: a bound past the dtype's largest
+// value (1e5 for float16) clamps nothing on that side.
+template <typename scalar_t>
+scalar_t saturated_cast(double v) {
+  using limits = std::numeric_limits<scalar_t>;
+  if (v > static_cast<double>(limits::max())) return limits::infinity();
+  if (v < static_cast<double>(limits::lowest())) return -limits::infinity();
+  return static_cast<scalar_t>(v);
+}
+
 struct ClampChunk {
   int64_t tensor;
   int64_t begin;
@@ -24,13 +34,13 @@ void clamp_cpu(at::TensorList tensors, double min_value, double max_value) {
                 "fastgen.clamp_: every tensor of a group must share one dtype and the CPU; tensor ", t, " is ",
                 tensor.scalar_type(), " on ", tensor.device());
     TORCH_CHECK(tensor.is_contiguous() || tensor.numel() == 0, "fastgen.clamp_: tensor ", t,
-                " must be contiguous (fastgen.clamp_ handles other layouts before calling the kernel)");
+                " must be contiguous (the clamp_ op passes contiguous copies of other layouts)");
     for (int64_t begin = 0; begin < tensor.numel(); begin += kGrain) {
       chunks.push_back({t, begin, std::min(tensor.numel(), begin + kGrain)});
     }
   }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "clamp_cpu", [&] {
-    const Vec<scalar_t> low(static_cast<scalar_t>(min_value)), high(static_cast<scalar_t>(max_value));
+    const Vec<scalar_t> low(saturated_cast<scalar_t>(min_value)), high(saturated_cast<scalar_t>(max_value));
     constexpr int kAllLanesEqual = static_cast<int>((int64_t{1} << Vec<scalar_t>::size()) - 1);
     at::parallel_for(0, static_cast<int64_t>(chunks.size()), 1, [&](int64_t first, int64_t last) {
       for (int64_t c = first; c < last; ++c) {
@@ -53,6 +63,6 @@ void clamp_cpu(at::TensorList tensors, double min_value, double max_value) {
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fastgen, CPU, m) { m.impl("clamp_", &clamp_cpu); }
+TORCH_LIBRARY_IMPL(fastgen, CPU, m) { m.impl("_clamp_", &clamp_cpu); }
 
 }  // namespace fastgen::cpu

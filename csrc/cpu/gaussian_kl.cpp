@@ -111,8 +111,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gaussian_kl_backward_cpu(
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastgen, CPU, m) {
-  m.impl("gaussian_kl", &gaussian_kl_cpu);
-  m.impl("gaussian_kl_backward", &gaussian_kl_backward_cpu);
+  m.impl("_gaussian_kl", &gaussian_kl_cpu);
+  m.impl("_gaussian_kl_backward", &gaussian_kl_backward_cpu);
 }
 
 }  // namespace fastgen::cpu

@@ -91,8 +91,8 @@ std::tuple<at::Tensor, at::Tensor> gaussian_log_likelihood_backward_cpu(const at
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastgen, CPU, m) {
-  m.impl("gaussian_log_likelihood", &gaussian_log_likelihood_cpu);
-  m.impl("gaussian_log_likelihood_backward", &gaussian_log_likelihood_backward_cpu);
+  m.impl("_gaussian_log_likelihood", &gaussian_log_likelihood_cpu);
+  m.impl("_gaussian_log_likelihood_backward", &gaussian_log_likelihood_backward_cpu);
 }
 
 }  // namespace fastgen::cpu

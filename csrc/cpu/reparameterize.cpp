@@ -92,8 +92,8 @@ at::Tensor& philox_normal_cpu(at::Tensor& out, int64_t seed, int64_t offset) {
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastgen, CPU, m) {
-  m.impl("reparameterize", &reparameterize_cpu);
-  m.impl("reparameterize_backward", &reparameterize_backward_cpu);
+  m.impl("_reparameterize", &reparameterize_cpu);
+  m.impl("_reparameterize_backward", &reparameterize_backward_cpu);
   m.impl("philox_normal_", &philox_normal_cpu);
 }
 

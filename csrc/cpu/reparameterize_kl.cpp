@@ -131,8 +131,8 @@ std::tuple<at::Tensor, at::Tensor> reparameterize_kl_backward_cpu(
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastgen, CPU, m) {
-  m.impl("reparameterize_kl", &reparameterize_kl_cpu);
-  m.impl("reparameterize_kl_backward", &reparameterize_kl_backward_cpu);
+  m.impl("_reparameterize_kl", &reparameterize_kl_cpu);
+  m.impl("_reparameterize_kl_backward", &reparameterize_kl_backward_cpu);
 }
 
 }  // namespace fastgen::cpu

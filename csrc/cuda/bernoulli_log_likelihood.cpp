@@ -42,8 +42,8 @@ std::tuple<at::Tensor, at::Tensor> bernoulli_log_likelihood_backward_cuda(const 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastgen, CUDA, m) {
-  m.impl("bernoulli_log_likelihood", &bernoulli_log_likelihood_cuda);
-  m.impl("bernoulli_log_likelihood_backward", &bernoulli_log_likelihood_backward_cuda);
+  m.impl("_bernoulli_log_likelihood", &bernoulli_log_likelihood_cuda);
+  m.impl("_bernoulli_log_likelihood_backward", &bernoulli_log_likelihood_backward_cuda);
 }
 
 }  // namespace fastgen::cuda

@@ -34,6 +34,6 @@ void clamp_cuda(at::TensorList tensors, double min_value, double max_value) {
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fastgen, CUDA, m) { m.impl("clamp_", &clamp_cuda); }
+TORCH_LIBRARY_IMPL(fastgen, CUDA, m) { m.impl("_clamp_", &clamp_cuda); }
 
 }  // namespace fastgen::cuda

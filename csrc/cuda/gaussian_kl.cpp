@@ -50,8 +50,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gaussian_kl_backward_cuda(
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastgen, CUDA, m) {
-  m.impl("gaussian_kl", &gaussian_kl_cuda);
-  m.impl("gaussian_kl_backward", &gaussian_kl_backward_cuda);
+  m.impl("_gaussian_kl", &gaussian_kl_cuda);
+  m.impl("_gaussian_kl_backward", &gaussian_kl_backward_cuda);
 }
 
 }  // namespace fastgen::cuda

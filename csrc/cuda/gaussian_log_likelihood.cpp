@@ -46,8 +46,8 @@ std::tuple<at::Tensor, at::Tensor> gaussian_log_likelihood_backward_cuda(const a
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastgen, CUDA, m) {
-  m.impl("gaussian_log_likelihood", &gaussian_log_likelihood_cuda);
-  m.impl("gaussian_log_likelihood_backward", &gaussian_log_likelihood_backward_cuda);
+  m.impl("_gaussian_log_likelihood", &gaussian_log_likelihood_cuda);
+  m.impl("_gaussian_log_likelihood_backward", &gaussian_log_likelihood_backward_cuda);
 }
 
 }  // namespace fastgen::cuda

@@ -56,8 +56,8 @@ at::Tensor& philox_normal_cuda(at::Tensor& out, int64_t seed, int64_t offset) {
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastgen, CUDA, m) {
-  m.impl("reparameterize", &reparameterize_cuda);
-  m.impl("reparameterize_backward", &reparameterize_backward_cuda);
+  m.impl("_reparameterize", &reparameterize_cuda);
+  m.impl("_reparameterize_backward", &reparameterize_backward_cuda);
   m.impl("philox_normal_", &philox_normal_cuda);
 }
 

@@ -69,8 +69,8 @@ std::tuple<at::Tensor, at::Tensor> reparameterize_kl_backward_cuda(
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastgen, CUDA, m) {
-  m.impl("reparameterize_kl", &reparameterize_kl_cuda);
-  m.impl("reparameterize_kl_backward", &reparameterize_kl_backward_cuda);
+  m.impl("_reparameterize_kl", &reparameterize_kl_cuda);
+  m.impl("_reparameterize_kl_backward", &reparameterize_kl_backward_cuda);
 }
 
 }  // namespace fastgen::cuda

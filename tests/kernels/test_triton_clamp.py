@@ -76,4 +76,4 @@ def test_one_launch_per_group_and_cached_table(device, monkeypatch):
 
 def test_clamp_rejects_mixed_groups(device):
     with pytest.raises(ValueError, match="one device and dtype"):
-        torch.ops.fastgen_triton.clamp_([torch.zeros(3, device=device), torch.zeros(3, device=device).double()], 0.0, 1.0)
+        torch.ops.fastgen_triton._clamp_([torch.zeros(3, device=device), torch.zeros(3, device=device).double()], 0.0, 1.0)

@@ -12,7 +12,8 @@ pytest.importorskip("triton", reason="needs Triton")
 
 
 import fastgen  # noqa: E402  (after the Triton check)
-from fastgen import kernels, reference  # noqa: E402  (after the Triton check)
+from fastgen import reference  # noqa: E402  (after the Triton check)
+from fastgen.kernels import reparameterize as triton_reparameterize  # noqa: E402
 
 DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 TOL = {
@@ -28,7 +29,7 @@ def stream(device, seed, offset, numel, num_samples=None):
     """The noise of the Triton kernel for (seed, offset): z with mu = 0, logvar = 0."""
     zeros = torch.zeros(numel, device=device)
     rng_state = torch.tensor([seed, offset], dtype=torch.int64, device=device)
-    return torch.ops.fastgen_triton.reparameterize(zeros, zeros, rng_state, num_samples).reshape(-1)
+    return triton_reparameterize.reparameterize(zeros, zeros, rng_state, num_samples).reshape(-1)
 
 
 @pytest.mark.parametrize("seed,offset", SEEDS_AND_OFFSETS)
@@ -40,7 +41,7 @@ def test_stream_matches_reference(device, seed, offset, numel, num_samples):
     torch.testing.assert_close(eps, expected, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.skipif(fastgen.ops._C is None, reason="needs the compiled extension (its CPU kernel)")
+@pytest.mark.skipif(fastgen.ops._common._C is None, reason="needs the compiled extension (its CPU kernel)")
 @pytest.mark.parametrize("seed,offset", SEEDS_AND_OFFSETS)
 def test_stream_matches_cpu_kernel(device, seed, offset):
     eps = stream(device, seed, offset, 1031)
@@ -53,7 +54,7 @@ def test_kl_kernel_draws_the_same_stream(device):
     for shape, num_samples in (((6, 8), None), ((5, 3), 2), ((3, 7), None)):
         zeros = torch.zeros(shape, device=device)
         rng_state = torch.tensor([99, 6], dtype=torch.int64, device=device)
-        z, _ = torch.ops.fastgen_triton.reparameterize_kl(zeros, zeros, rng_state, num_samples, 1)
+        z, _ = triton_reparameterize.reparameterize_kl(zeros, zeros, rng_state, num_samples, 1)
         expected = reference.philox_normal(z.numel(), 99, 6, device=device)
         torch.testing.assert_close(z.reshape(-1), expected, rtol=1e-5, atol=1e-5)
 
@@ -112,7 +113,7 @@ def test_reparameterize_kl_draws_the_sample_of_reparameterize(device):
 def test_rng_state_and_fresh_noise(device):
     """rng_state is int64 [seed, 0] on the device; every call draws a new seed; backward keeps no eps."""
     mu, logvar = _inputs((4, 8), torch.float32, device)
-    _, rng_state = kernels.BACKEND.reparameterize(mu, logvar, None, None)
+    _, rng_state = torch.ops.fastgen_triton._reparameterize(mu, logvar, None, None)
     assert rng_state.dtype == torch.int64 and rng_state.device == device and rng_state.shape == (2,)
     assert rng_state[1].item() == 0
     torch.manual_seed(0)

@@ -149,9 +149,12 @@ def test_opcheck(device):
     target = _target((3, 6), torch.float32, device, soft=True, requires_grad=True)
     target_row = _target((6,), torch.float32, device, soft=True, requires_grad=True)
     op = torch.ops.fastgen.bernoulli_log_likelihood.default
-    for args in [(logits, target, 1), (logits, target_row, 1), (logits, target, 0), (logits, target, 2)]:
+    for args in [(logits, target, 1, "none"), (logits, target_row, 1, "sum"), (logits, target, 0, "mean"), (logits, target, 2, "none")]:
         torch.library.opcheck(op, args)
-    bwd = torch.ops.fastgen.bernoulli_log_likelihood_backward.default
+    kernel = torch.ops.fastgen._bernoulli_log_likelihood.default
+    for args in [(logits, target, 1), (logits, target_row, 1), (logits, target, 0), (logits, target, 2)]:
+        torch.library.opcheck(kernel, [t.detach() if isinstance(t, torch.Tensor) else t for t in args])
+    bwd = torch.ops.fastgen._bernoulli_log_likelihood_backward.default
     g = rand((3,), torch.float32, device, seed=4)
     torch.library.opcheck(bwd, (g, logits.detach(), target.detach(), 1, True))
     torch.library.opcheck(bwd, (g, logits.detach(), target_row.detach(), 1, False))

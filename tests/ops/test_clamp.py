@@ -117,3 +117,4 @@ def test_opcheck(device):
     tensors = [_values((5,), torch.float32, device, 1), _values((2, 3), torch.float32, device, 2)]
     torch.library.opcheck(torch.ops.fastgen.clamp_.default, (tensors, -0.01, 0.01))
     torch.library.opcheck(torch.ops.fastgen.clamp_.default, ([torch.empty(0, device=device)], -1.0, 1.0))
+    torch.library.opcheck(torch.ops.fastgen._clamp_.default, ([t.clone() for t in tensors[:1]], -0.01, 0.01))

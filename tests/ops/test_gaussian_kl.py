@@ -194,10 +194,14 @@ def test_opcheck(device):
     pm = rand((5,), torch.float32, device, seed=3, requires_grad=True)
     plv = rand((5,), torch.float32, device, seed=4, requires_grad=True)
     op = torch.ops.fastgen.gaussian_kl.default
-    for args in [(mu, logvar, None, None, 1), (mu, logvar, pm, plv, 1), (mu, logvar, (mu.detach() * 0.5).requires_grad_(), None, 2), (mu, logvar, None, plv, 0)]:
-        torch.library.opcheck(op, args)
+    cases = [(mu, logvar, None, None, 1), (mu, logvar, pm, plv, 1), (mu, logvar, (mu.detach() * 0.5).requires_grad_(), None, 2), (mu, logvar, None, plv, 0)]
+    for args, reduction in zip(cases, ["none", "sum", "mean", "none"]):
+        torch.library.opcheck(op, (*args, reduction))
+    kernel = torch.ops.fastgen._gaussian_kl.default
+    for args in cases:
+        torch.library.opcheck(kernel, [t.detach() if isinstance(t, torch.Tensor) else t for t in args])
     grad = rand((3,), torch.float32, device, seed=5)
-    bwd = torch.ops.fastgen.gaussian_kl_backward.default
+    bwd = torch.ops.fastgen._gaussian_kl_backward.default
     d = [t.detach() for t in (mu, logvar, pm, plv)]
     torch.library.opcheck(bwd, (grad, d[0], d[1], d[2], d[3], 1, True))
     torch.library.opcheck(bwd, (grad, d[0], d[1], None, None, 1, False))

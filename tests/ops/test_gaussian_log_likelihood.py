@@ -129,9 +129,13 @@ def test_opcheck(device):
     mean_row = rand((6,), torch.float32, device, seed=3, requires_grad=True)
     logvar = rand((3, 6), torch.float32, device, seed=4, requires_grad=True)
     op = torch.ops.fastgen.gaussian_log_likelihood.default
-    for args in [(x, mean, logvar, 1), (x, mean, None, 1), (x, mean_row, logvar, 1), (x, mean, logvar, 0), (x, mean, None, 2)]:
-        torch.library.opcheck(op, args)
-    bwd = torch.ops.fastgen.gaussian_log_likelihood_backward.default
+    cases = [(x, mean, logvar, 1), (x, mean, None, 1), (x, mean_row, logvar, 1), (x, mean, logvar, 0), (x, mean, None, 2)]
+    for args, reduction in zip(cases, ["none", "sum", "mean", "none", "sum"]):
+        torch.library.opcheck(op, (*args, reduction))
+    kernel = torch.ops.fastgen._gaussian_log_likelihood.default
+    for args in cases:
+        torch.library.opcheck(kernel, [t.detach() if isinstance(t, torch.Tensor) else t for t in args])
+    bwd = torch.ops.fastgen._gaussian_log_likelihood_backward.default
     g = rand((3,), torch.float32, device, seed=5)
     d = [t.detach() for t in (x, mean, mean_row, logvar)]
     torch.library.opcheck(bwd, (g, d[0], d[1], d[3], 1))

@@ -31,9 +31,9 @@ def _tol(dtype):
 
 
 def _backend_op(device):
-    """The reparameterize (z, rng_state) of the backend fastgen.reparameterize uses here."""
-    namespace = fastgen.ops._namespace("reparameterize", device)
-    return namespace.reparameterize
+    """The kernel op _reparameterize, (z, rng_state), of the backend fastgen.reparameterize uses here."""
+    namespace = torch.ops.fastgen_triton if fastgen.get_backend() == "triton" else torch.ops.fastgen
+    return namespace._reparameterize
 
 
 def _generator(device, seed=2024):
@@ -174,8 +174,11 @@ def test_opcheck(device):
     torch.library.opcheck(
         op, (mu, logvar, 2, _generator(device)), test_utils=("test_schema", "test_autograd_registration", "test_faketensor")
     )
-    _, rng_state = op(mu.detach(), logvar.detach(), 3, _generator(device))
-    bwd = torch.ops.fastgen.reparameterize_backward.default
+    kernel = torch.ops.fastgen._reparameterize.default
+    torch.library.opcheck(kernel, (mu.detach(), logvar.detach(), None, None))
+    torch.library.opcheck(kernel, (mu.detach(), logvar.detach(), 3, None))
+    _, rng_state = kernel(mu.detach(), logvar.detach(), 3, _generator(device))
+    bwd = torch.ops.fastgen._reparameterize_backward.default
     g = rand((3, 3, 5), torch.float32, device, seed=3)
     torch.library.opcheck(bwd, (g, logvar.detach(), rng_state, 3))
     torch.library.opcheck(bwd, (g[0], logvar.detach(), rng_state, None))

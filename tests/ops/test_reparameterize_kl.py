@@ -37,8 +37,8 @@ def test_same_z_under_manual_seed(device):
 
 def test_rng_state_output(device):
     mu, logvar = rand((3, 5), device=device, seed=1), rand((3, 5), device=device, seed=2)
-    z, kl, rng_state = torch.ops.fastgen.reparameterize_kl(mu, logvar, 2, 1, _generator(device))
-    z2, rng_state2 = torch.ops.fastgen.reparameterize(mu, logvar, 2, _generator(device))
+    z, kl, rng_state = torch.ops.fastgen._reparameterize_kl(mu, logvar, 2, 1, _generator(device))
+    z2, rng_state2 = torch.ops.fastgen._reparameterize(mu, logvar, 2, _generator(device))
     assert torch.equal(rng_state.cpu(), rng_state2.cpu()) and rng_state.dtype == torch.int64
     torch.testing.assert_close(z, z2, rtol=0, atol=0)
 
@@ -133,8 +133,12 @@ def test_opcheck(device):
     torch.library.opcheck(
         op, (mu, logvar, 2, 1, _generator(device)), test_utils=("test_schema", "test_autograd_registration", "test_faketensor")
     )
-    _, _, rng_state = op(mu.detach(), logvar.detach(), 2, 1, _generator(device))
-    bwd = torch.ops.fastgen.reparameterize_kl_backward.default
+    kernel = torch.ops.fastgen._reparameterize_kl.default
+    d = (mu.detach(), logvar.detach())
+    torch.library.opcheck(kernel, (*d, None, 1, None))
+    torch.library.opcheck(kernel, (*d, 2, 0, None))
+    _, _, rng_state = kernel(*d, 2, 1, _generator(device))
+    bwd = torch.ops.fastgen._reparameterize_kl_backward.default
     gz, gkl = rand((2, 3, 5), device=device, seed=3), rand((3,), device=device, seed=4)
     d = (mu.detach(), logvar.detach())
     torch.library.opcheck(bwd, (gz, gkl, *d, rng_state, 2, 1))

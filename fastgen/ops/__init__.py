@@ -1,0 +1,42 @@
+"""fastgen's public fused ops: one module per op, and `_common` for what they share.
+
+Each module holds its op's public function, fake kernels and registry entry;
+the op's checks, broadcasting, reduction and autograd are C++
+(csrc/ops/<op>.cpp), its kernels csrc/cpu, csrc/cuda and fastgen.kernels
+(Triton), its textbook formula `fastgen.reference`.
+"""
+
+from ._common import (
+    BACKENDS,
+    REGISTRY,
+    OpInfo,
+    available_backends,
+    backend_device_types,
+    get_backend,
+    set_backend,
+    use_backend,
+)
+from .bernoulli_log_likelihood import bernoulli_log_likelihood
+from .clamp import clamp_, clip_weights_
+from .gaussian_kl import gaussian_kl
+from .gaussian_log_likelihood import gaussian_log_likelihood
+from .reparameterize import reparameterize
+from .reparameterize_kl import reparameterize_kl
+
+__all__ = [
+    "BACKENDS",
+    "REGISTRY",
+    "OpInfo",
+    "available_backends",
+    "backend_device_types",
+    "bernoulli_log_likelihood",
+    "clamp_",
+    "clip_weights_",
+    "gaussian_kl",
+    "gaussian_log_likelihood",
+    "get_backend",
+    "reparameterize",
+    "reparameterize_kl",
+    "set_backend",
+    "use_backend",
+]
