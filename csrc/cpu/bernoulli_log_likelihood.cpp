@@ -15,15 +15,13 @@ at::Tensor bernoulli_log_likelihood_cpu(const at::Tensor& logits, const at::Tens
     using opmath = opmath_t<scalar_t>;
     const RowOperand<scalar_t> x(logits), t(target);
     const int64_t cols = shape.cols;
-    row_sums<opmath>(shape.rows, cols, out.data_ptr<opmath>(), [&](int64_t r, int64_t c0, int64_t n) {
+    row_sums<opmath>(shape.rows, cols, out.data_ptr<opmath>(), [&](const RowBlock& block, auto&& emit) {
       alignas(64) opmath x_buf[kBlock], t_buf[kBlock];
-      const opmath* xv = load_block(x.row(r, cols) + c0, n, x_buf);
-      const opmath* tv = load_block(t.row(r, cols) + c0, n, t_buf);
-      Vec<opmath> acc(opmath(0));
-      for_each_vector<opmath>(n, [&](int64_t i) {
-        acc = acc + first_lanes(bernoulli_log_prob(Vec<opmath>::loadu(xv + i), Vec<opmath>::loadu(tv + i)), n - i);
+      const opmath* xv = x.load(block, cols, x_buf);
+      const opmath* tv = t.load(block, cols, t_buf);
+      for_each_vector<opmath>(block.n, [&](int64_t i) {
+        emit(i, bernoulli_log_prob(Vec<opmath>::loadu(xv + i), Vec<opmath>::loadu(tv + i)));
       });
-      return acc;
     });
   });
   return out;
@@ -45,21 +43,21 @@ std::tuple<at::Tensor, at::Tensor> bernoulli_log_likelihood_backward_cpu(const a
     scalar_t* gx_ptr = grad_logits.data_ptr<scalar_t>();
     scalar_t* gt_ptr = target_grad ? grad_target.data_ptr<scalar_t>() : nullptr;
     const int64_t cols = shape.cols;
-    for_each_row_block(shape.rows, cols, [&](int64_t r, int64_t c0, int64_t n) {
-      alignas(64) opmath x_buf[kBlock], t_buf[kBlock], gx_buf[kBlock], gt_buf[kBlock];
-      const opmath* xv = load_block(x.row(r, cols) + c0, n, x_buf);
-      const opmath* tv = load_block(t.row(r, cols) + c0, n, t_buf);
-      const int64_t offset = r * cols + c0;
-      opmath* gx = output_block(gx_ptr + offset, n, gx_buf);
-      opmath* gt = gt_ptr ? output_block(gt_ptr + offset, n, gt_buf) : nullptr;
-      const Vec<opmath> g(g_ptr[r]);
+    for_each_block(shape.rows, cols, [&](const RowBlock& block) {
+      alignas(64) opmath x_buf[kBlock], t_buf[kBlock], g_buf[kBlock], gx_buf[kBlock], gt_buf[kBlock];
+      const int64_t n = block.n, first = block.first(cols);
+      const opmath* xv = x.load(block, cols, x_buf);
+      const opmath* tv = t.load(block, cols, t_buf);
+      const opmath* gv = per_row_values(g_ptr, block, cols, g_buf);
+      opmath* gx = output_block(gx_ptr + first, n, gx_buf);
+      opmath* gt = gt_ptr ? output_block(gt_ptr + first, n, gt_buf) : nullptr;
       for_each_vector<opmath>(n, [&](int64_t i) {
-        const Vec<opmath> xi = Vec<opmath>::loadu(xv + i);
+        const Vec<opmath> xi = Vec<opmath>::loadu(xv + i), g = Vec<opmath>::loadu(gv + i);
         (g * bernoulli_log_prob_grad_logits(xi, Vec<opmath>::loadu(tv + i))).store(gx + i);
         if (gt) (g * xi).store(gt + i);
       });
-      store_block(gx_ptr + offset, gx, n);
-      if (gt) store_block(gt_ptr + offset, gt, n);
+      store_block(gx_ptr + first, gx, n);
+      if (gt) store_block(gt_ptr + first, gt, n);
     });
   });
   return {grad_logits, grad_target};

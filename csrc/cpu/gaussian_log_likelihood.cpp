@@ -18,24 +18,20 @@ at::Tensor gaussian_log_likelihood_cpu(const at::Tensor& x, const at::Tensor& me
     using opmath = opmath_t<scalar_t>;
     const RowOperand<scalar_t> xo(x), mo(mean), lvo(logvar);
     const int64_t cols = shape.cols;
-    row_sums<opmath>(shape.rows, cols, out.data_ptr<opmath>(), [&](int64_t r, int64_t c0, int64_t n) {
+    row_sums<opmath>(shape.rows, cols, out.data_ptr<opmath>(), [&](const RowBlock& block, auto&& emit) {
       alignas(64) opmath x_buf[kBlock], m_buf[kBlock], lv_buf[kBlock];
-      const opmath* xv = load_block(xo.row(r, cols) + c0, n, x_buf);
-      const opmath* mv = load_block(mo.row(r, cols) + c0, n, m_buf);
-      Vec<opmath> acc(opmath(0));
+      const opmath* xv = xo.load(block, cols, x_buf);
+      const opmath* mv = mo.load(block, cols, m_buf);
       if (!lvo.defined()) {
-        for_each_vector<opmath>(n, [&](int64_t i) {
-          acc = acc + first_lanes(gaussian_log_prob_unit(Vec<opmath>::loadu(xv + i), Vec<opmath>::loadu(mv + i)), n - i);
+        for_each_vector<opmath>(block.n, [&](int64_t i) {
+          emit(i, gaussian_log_prob_unit(Vec<opmath>::loadu(xv + i), Vec<opmath>::loadu(mv + i)));
         });
-        return acc;
+        return;
       }
-      const opmath* lvv = load_block(lvo.row(r, cols) + c0, n, lv_buf);
-      for_each_vector<opmath>(n, [&](int64_t i) {
-        acc = acc + first_lanes(gaussian_log_prob(Vec<opmath>::loadu(xv + i), Vec<opmath>::loadu(mv + i),
-                                                  Vec<opmath>::loadu(lvv + i)),
-                                n - i);
+      const opmath* lvv = lvo.load(block, cols, lv_buf);
+      for_each_vector<opmath>(block.n, [&](int64_t i) {
+        emit(i, gaussian_log_prob(Vec<opmath>::loadu(xv + i), Vec<opmath>::loadu(mv + i), Vec<opmath>::loadu(lvv + i)));
       });
-      return acc;
     });
   });
   return out;
@@ -59,30 +55,32 @@ std::tuple<at::Tensor, at::Tensor> gaussian_log_likelihood_backward_cpu(const at
     scalar_t* gx_ptr = grad_x.data_ptr<scalar_t>();
     scalar_t* glv_ptr = logvar.defined() ? grad_logvar.data_ptr<scalar_t>() : nullptr;
     const int64_t cols = shape.cols;
-    for_each_row_block(shape.rows, cols, [&](int64_t r, int64_t c0, int64_t n) {
-      alignas(64) opmath x_buf[kBlock], m_buf[kBlock], lv_buf[kBlock], gx_buf[kBlock], glv_buf[kBlock];
-      const opmath* xv = load_block(xo.row(r, cols) + c0, n, x_buf);
-      const opmath* mv = load_block(mo.row(r, cols) + c0, n, m_buf);
-      const int64_t offset = r * cols + c0;
-      opmath* gx = output_block(gx_ptr + offset, n, gx_buf);
-      const Vec<opmath> g(g_ptr[r]);
+    for_each_block(shape.rows, cols, [&](const RowBlock& block) {
+      alignas(64) opmath x_buf[kBlock], m_buf[kBlock], lv_buf[kBlock], g_buf[kBlock], gx_buf[kBlock], glv_buf[kBlock];
+      const int64_t n = block.n, first = block.first(cols);
+      const opmath* xv = xo.load(block, cols, x_buf);
+      const opmath* mv = mo.load(block, cols, m_buf);
+      const opmath* gv = per_row_values(g_ptr, block, cols, g_buf);
+      opmath* gx = output_block(gx_ptr + first, n, gx_buf);
       if (!glv_ptr) {
         for_each_vector<opmath>(n, [&](int64_t i) {
-          (g * gaussian_log_prob_unit_grad_x(Vec<opmath>::loadu(xv + i), Vec<opmath>::loadu(mv + i))).store(gx + i);
+          (Vec<opmath>::loadu(gv + i) * gaussian_log_prob_unit_grad_x(Vec<opmath>::loadu(xv + i), Vec<opmath>::loadu(mv + i)))
+              .store(gx + i);
         });
-        store_block(gx_ptr + offset, gx, n);
+        store_block(gx_ptr + first, gx, n);
         return;
       }
-      const opmath* lvv = load_block(lvo.row(r, cols) + c0, n, lv_buf);
-      opmath* glv = output_block(glv_ptr + offset, n, glv_buf);
+      const opmath* lvv = lvo.load(block, cols, lv_buf);
+      opmath* glv = output_block(glv_ptr + first, n, glv_buf);
       for_each_vector<opmath>(n, [&](int64_t i) {
         const GaussianLogProbGrads<Vec<opmath>> d = gaussian_log_prob_grads(
             Vec<opmath>::loadu(xv + i), Vec<opmath>::loadu(mv + i), Vec<opmath>::loadu(lvv + i));
+        const Vec<opmath> g = Vec<opmath>::loadu(gv + i);
         (g * d.x).store(gx + i);
         (g * d.logvar).store(glv + i);
       });
-      store_block(gx_ptr + offset, gx, n);
-      store_block(glv_ptr + offset, glv, n);
+      store_block(gx_ptr + first, gx, n);
+      store_block(glv_ptr + first, glv, n);
     });
   });
   return {grad_x, grad_logvar};

@@ -39,6 +39,53 @@ constexpr int64_t vec_padded(int64_t n) {
   return (n + width - 1) / width * width;
 }
 
+// A block of a row op's work: `rows` consecutive rows from `row` and, of
+// each, the columns [col, col + n / rows). Long rows (cols >= kBlock) are cut
+// into blocks of one row and at most kBlock columns; short rows are packed
+// whole, kBlock / cols of them to a block, so that every block has nearly
+// kBlock elements whatever the row length (event_dims=0 makes rows of one
+// element). Either way the block's n elements are contiguous in a full-size
+// tensor, from element row * cols + col.
+struct RowBlock {
+  int64_t row;
+  int64_t rows;
+  int64_t col;
+  int64_t n;
+
+  int64_t first(int64_t cols) const { return row * cols + col; }
+};
+
+// Returns a pointer to n elements of src in the compute type, padded with
+// zeros to whole vectors. An input already in the compute type whose n is a
+// whole number of vectors is read in place; anything else is converted into
+// buf (kBlock elements).
+template <typename opmath, typename scalar_t>
+inline const opmath* load_block(const scalar_t* src, int64_t n, opmath* buf) {
+  if constexpr (std::is_same_v<scalar_t, opmath>) {
+    if (n % Vec<opmath>::size() == 0) return src;
+  }
+  for (int64_t i = 0; i < n; ++i) buf[i] = static_cast<opmath>(src[i]);
+  for (int64_t i = n; i < vec_padded<opmath>(n); ++i) buf[i] = opmath(0);
+  return buf;
+}
+
+// Where a kernel writes n results for dst: dst itself when it holds the
+// compute type and n is a whole number of vectors, else buf, which
+// store_block converts.
+template <typename opmath, typename scalar_t>
+inline opmath* output_block(scalar_t* dst, int64_t n, opmath* buf) {
+  if constexpr (std::is_same_v<scalar_t, opmath>) {
+    if (n % Vec<opmath>::size() == 0) return dst;
+  }
+  return buf;
+}
+
+template <typename opmath, typename scalar_t>
+inline void store_block(scalar_t* dst, const opmath* results, int64_t n) {
+  if (static_cast<const void*>(dst) == static_cast<const void*>(results)) return;
+  for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<scalar_t>(results[i]);
+}
+
 // An input whose flattened data repeats to fill the op's rows x cols: the
 // full tensor (period rows * cols) or a broadcast one such as a learned prior
 // of shape (D,) (period D). Row r begins at element (r * cols) % period.
@@ -53,37 +100,22 @@ struct RowOperand {
         period(t.defined() ? std::max<int64_t>(t.numel(), 1) : 1) {}
 
   bool defined() const { return data != nullptr; }
-  const scalar_t* row(int64_t r, int64_t cols) const { return data + (r * cols) % period; }
+
+  // The block's elements of this operand in the compute type (load_block's
+  // contract). Short rows of a broadcast operand may wrap around its period.
+  template <typename opmath>
+  const opmath* load(const RowBlock& block, int64_t cols, opmath* buf) const {
+    const int64_t start = (block.row * cols) % period + block.col;
+    if (start + block.n <= period) return load_block(data + start, block.n, buf);
+    for (int64_t done = 0, at = start; done < block.n; at = 0) {
+      const int64_t take = std::min(block.n - done, period - at);
+      for (int64_t i = 0; i < take; ++i) buf[done + i] = static_cast<opmath>(data[at + i]);
+      done += take;
+    }
+    for (int64_t i = block.n; i < vec_padded<opmath>(block.n); ++i) buf[i] = opmath(0);
+    return buf;
+  }
 };
-
-// Returns a pointer to n elements of src in the compute type, padded with
-// zeros to whole vectors. Full blocks of an input already in the compute type
-// are read in place; anything else is converted into buf (kBlock elements).
-template <typename opmath, typename scalar_t>
-inline const opmath* load_block(const scalar_t* src, int64_t n, opmath* buf) {
-  if constexpr (std::is_same_v<scalar_t, opmath>) {
-    if (n == kBlock) return src;
-  }
-  for (int64_t i = 0; i < n; ++i) buf[i] = static_cast<opmath>(src[i]);
-  for (int64_t i = n; i < vec_padded<opmath>(n); ++i) buf[i] = opmath(0);
-  return buf;
-}
-
-// Where a kernel writes n results for dst: dst itself when it holds the
-// compute type and the block is full, else buf, which store_block converts.
-template <typename opmath, typename scalar_t>
-inline opmath* output_block(scalar_t* dst, int64_t n, opmath* buf) {
-  if constexpr (std::is_same_v<scalar_t, opmath>) {
-    if (n == kBlock) return dst;
-  }
-  return buf;
-}
-
-template <typename opmath, typename scalar_t>
-inline void store_block(scalar_t* dst, const opmath* results, int64_t n) {
-  if (static_cast<const void*>(dst) == static_cast<const void*>(results)) return;
-  for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<scalar_t>(results[i]);
-}
 
 // Applies fn(i) for i = 0, W, 2W, ... < n, W the vector width of S: the body
 // of a block loop over padded buffers.
@@ -101,15 +133,80 @@ inline S sum_lanes(const Vec<S>& v) {
   return total;
 }
 
-// out[r] = sum over the row's columns of per-element terms, which
-// block_sum(r, col0, n) returns for each block of n columns as a vector of
-// partial sums (lanes past n zeroed with first_lanes). Parallel over (row,
-// column chunk); deterministic for any thread count.
-template <typename S, typename BlockSum>
-void row_sums(int64_t rows, int64_t cols, S* out, const BlockSum& block_sum) {
+// per_row[r] of each of the block's elements, padded with zeros: the upstream
+// gradient of a row op, one value per row, as a vector per element.
+template <typename S>
+inline const S* per_row_values(const S* per_row, const RowBlock& block, int64_t cols, S* buf) {
+  if (block.rows == 1) {
+    std::fill(buf, buf + vec_padded<S>(block.n), per_row[block.row]);
+    return buf;
+  }
+  for (int64_t r = 0; r < block.rows; ++r) std::fill(buf + r * cols, buf + (r + 1) * cols, per_row[block.row + r]);
+  std::fill(buf + block.n, buf + vec_padded<S>(block.n), S(0));
+  return buf;
+}
+
+// Calls fn(block) for every block of rows x cols (RowBlock), in parallel.
+template <typename Fn>
+void for_each_block(int64_t rows, int64_t cols, const Fn& fn) {
+  if (rows == 0 || cols == 0) return;
+  if (cols < kBlock) {
+    const int64_t per_block = kBlock / cols;
+    const int64_t blocks = (rows + per_block - 1) / per_block;
+    at::parallel_for(0, blocks, std::max<int64_t>(1, kGrain / kBlock), [&](int64_t begin, int64_t end) {
+      for (int64_t b = begin; b < end; ++b) {
+        const int64_t row = b * per_block, count = std::min(per_block, rows - row);
+        fn(RowBlock{row, count, 0, count * cols});
+      }
+    });
+    return;
+  }
+  const int64_t blocks_per_row = (cols + kBlock - 1) / kBlock;
+  at::parallel_for(0, rows * blocks_per_row, std::max<int64_t>(1, kGrain / kBlock), [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t row = task / blocks_per_row, col = (task % blocks_per_row) * kBlock;
+      fn(RowBlock{row, 1, col, std::min(kBlock, cols - col)});
+    }
+  });
+}
+
+// Calls fn(first, n) for blocks of at most kBlock consecutive elements of [0, numel), in parallel.
+template <typename Fn>
+void for_each_flat_block(int64_t numel, const Fn& fn) {
+  for_each_block(1, numel, [&](const RowBlock& block) { fn(block.col, block.n); });
+}
+
+// out[r] = sum over row r of rows x cols of per-element terms. block_terms(block,
+// emit) computes the terms of a block (RowBlock) a vector at a time and calls
+// emit(i, v) with the vector v of the terms of elements [i, i + W), i = 0, W,
+// ... < block.n (lanes past n are ignored). Long rows are summed in vectors,
+// chunk by chunk (kChunk columns per parallel task, chunks added in order);
+// short rows have their terms summed row by row in order. Results do not
+// depend on the number of threads.
+template <typename S, typename BlockTerms>
+void row_sums(int64_t rows, int64_t cols, S* out, const BlockTerms& block_terms) {
   if (rows == 0) return;
   if (cols == 0) {
     std::fill(out, out + rows, S(0));
+    return;
+  }
+  if (cols < kBlock) {
+    for_each_block(rows, cols, [&](const RowBlock& block) {
+      if (cols == 1) {
+        // One element per row: the terms are the sums.
+        block_terms(block, [&](int64_t i, const Vec<S>& v) {
+          v.store(out + block.row + i, static_cast<int>(std::min<int64_t>(Vec<S>::size(), block.n - i)));
+        });
+        return;
+      }
+      alignas(64) S terms[kBlock + Vec<S>::size()];
+      block_terms(block, [&](int64_t i, const Vec<S>& v) { v.store(terms + i); });
+      for (int64_t r = 0; r < block.rows; ++r) {
+        S total = S(0);
+        for (int64_t c = 0; c < cols; ++c) total += terms[r * cols + c];
+        out[block.row + r] = total;
+      }
+    });
     return;
   }
   const int64_t chunks = (cols + kChunk - 1) / kChunk;
@@ -118,7 +215,7 @@ void row_sums(int64_t rows, int64_t cols, S* out, const BlockSum& block_sum) {
     const int64_t end = std::min(cols, (chunk + 1) * kChunk);
     for (int64_t c0 = chunk * kChunk; c0 < end; c0 += kBlock) {
       const int64_t n = std::min(kBlock, end - c0);
-      acc = acc + block_sum(r, c0, n);
+      block_terms(RowBlock{r, 1, c0, n}, [&](int64_t i, const Vec<S>& v) { acc = acc + first_lanes(v, n - i); });
     }
     return sum_lanes(acc);
   };
@@ -138,21 +235,6 @@ void row_sums(int64_t rows, int64_t cols, S* out, const BlockSum& block_sum) {
     for (int64_t chunk = 0; chunk < chunks; ++chunk) total += partial[r * chunks + chunk];
     out[r] = total;
   }
-}
-
-// Calls fn(r, col0, n) for every block of every row, in parallel.
-template <typename Fn>
-void for_each_row_block(int64_t rows, int64_t cols, const Fn& fn) {
-  if (rows == 0 || cols == 0) return;
-  const int64_t blocks_per_row = (cols + kBlock - 1) / kBlock;
-  const int64_t grain = std::max<int64_t>(1, kGrain / std::min(cols, kBlock));
-  at::parallel_for(0, rows * blocks_per_row, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t r = task / blocks_per_row;
-      const int64_t c0 = (task % blocks_per_row) * kBlock;
-      fn(r, c0, std::min(kBlock, cols - c0));
-    }
-  });
 }
 
 // ------------------------------------------------------------------- noise
@@ -273,7 +355,7 @@ template <typename scalar_t>
 void sample_all(const PhiloxState& state, int64_t samples, int64_t n, const scalar_t* mu, const scalar_t* logvar,
                 scalar_t* z) {
   using opmath = opmath_t<scalar_t>;
-  for_each_row_block(1, n, [&](int64_t, int64_t j0, int64_t len) {
+  for_each_flat_block(n, [&](int64_t j0, int64_t len) {
     alignas(64) opmath mu_buf[kBlock], logvar_buf[kBlock];
     sample_block(state, samples, n, j0, len, load_block(mu + j0, len, mu_buf), load_block(logvar + j0, len, logvar_buf),
                  z);

@@ -55,7 +55,7 @@ at::Tensor reparameterize_backward_cpu(const at::Tensor& grad_z_in, const at::Te
     const scalar_t* logvar_ptr = logvar.const_data_ptr<scalar_t>();
     const scalar_t* grad_ptr = grad_z.const_data_ptr<scalar_t>();
     scalar_t* out_ptr = grad_logvar.data_ptr<scalar_t>();
-    for_each_row_block(1, n, [&](int64_t, int64_t j0, int64_t len) {
+    for_each_flat_block(n, [&](int64_t j0, int64_t len) {
       alignas(64) opmath logvar_buf[kBlock], grad_buf[kBlock], eps[kBlock], sum_buf[kBlock], out_buf[kBlock];
       for_each_vector<opmath>(len, [&](int64_t i) { Vec<opmath>(opmath(0)).store(sum_buf + i); });
       for (int64_t k = 0; k < samples; ++k) {
@@ -83,7 +83,7 @@ at::Tensor& philox_normal_cpu(at::Tensor& out, int64_t seed, int64_t offset) {
               "fastgen.philox_normal_: out must be a contiguous float32 tensor");
   const PhiloxState state{static_cast<uint64_t>(seed), static_cast<uint64_t>(offset)};
   float* out_ptr = out.data_ptr<float>();
-  for_each_row_block(1, out.numel(), [&](int64_t, int64_t j0, int64_t len) {
+  for_each_flat_block(out.numel(), [&](int64_t j0, int64_t len) {
     normal_block(state, j0, len, out_ptr + j0);
   });
   return out;

@@ -35,17 +35,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> reparameterize_kl_cpu(
     // take the sample and the KL of each block in one pass.
     const bool short_rows = cols < kBlock;
     if (short_rows) sample_all(state, samples, n, mu_ptr, logvar_ptr, z_ptr);
-    row_sums<opmath>(shape.rows, cols, kl.data_ptr<opmath>(), [&](int64_t r, int64_t c0, int64_t len) {
+    const RowOperand<scalar_t> m(mu), lv(logvar);
+    row_sums<opmath>(shape.rows, cols, kl.data_ptr<opmath>(), [&](const RowBlock& block, auto&& emit) {
       alignas(64) opmath mu_buf[kBlock], logvar_buf[kBlock];
-      const int64_t j0 = r * cols + c0;
-      const opmath* m = load_block(mu_ptr + j0, len, mu_buf);
-      const opmath* lv = load_block(logvar_ptr + j0, len, logvar_buf);
-      Vec<opmath> kl_terms(opmath(0));
-      for_each_vector<opmath>(len, [&](int64_t i) {
-        kl_terms = kl_terms + first_lanes(kl_std_normal(Vec<opmath>::loadu(m + i), Vec<opmath>::loadu(lv + i)), len - i);
+      const opmath* mv = m.load(block, cols, mu_buf);
+      const opmath* lvv = lv.load(block, cols, logvar_buf);
+      for_each_vector<opmath>(block.n, [&](int64_t i) {
+        emit(i, kl_std_normal(Vec<opmath>::loadu(mv + i), Vec<opmath>::loadu(lvv + i)));
       });
-      if (!short_rows) sample_block(state, samples, n, j0, len, m, lv, z_ptr);
-      return kl_terms;
+      if (!short_rows) sample_block(state, samples, n, block.first(cols), block.n, mv, lvv, z_ptr);
     });
   });
   return {z, kl, philox_state_tensor(state)};
@@ -84,14 +82,11 @@ std::tuple<at::Tensor, at::Tensor> reparameterize_kl_backward_cpu(
     scalar_t* gm_ptr = grad_mu.data_ptr<scalar_t>();
     scalar_t* glv_ptr = grad_logvar.data_ptr<scalar_t>();
     const int64_t cols = shape.cols;
-    // One block [j0, j0 + len) of elements; g_kl of each element's row.
-    auto block = [&](int64_t j0, int64_t len) {
-      alignas(64) opmath mu_buf[kBlock], logvar_buf[kBlock], g_buf[kBlock], eps[kBlock], g_kl[kBlock];
+    // Blocks as forward drew the noise: whole blocks across short rows.
+    for_each_block(cols < kBlock ? 1 : shape.rows, cols < kBlock ? n : cols, [&](const RowBlock& flat) {
+      alignas(64) opmath mu_buf[kBlock], logvar_buf[kBlock], g_buf[kBlock], eps[kBlock], g_kl_buf[kBlock];
       alignas(64) opmath sum_g[kBlock], sum_g_eps[kBlock], gm_buf[kBlock], glv_buf[kBlock];
-      for (int64_t i = 0, r = j0 / cols, c = j0 % cols; i < vec_padded<opmath>(len); ++i) {
-        g_kl[i] = gkl_ptr && i < len ? gkl_ptr[r] : opmath(0);
-        if (++c == cols) c = 0, ++r;
-      }
+      const int64_t j0 = flat.first(cols < kBlock ? n : cols), len = flat.n;
       for_each_vector<opmath>(len, [&](int64_t i) {
         Vec<opmath>(opmath(0)).store(sum_g + i);
         Vec<opmath>(opmath(0)).store(sum_g_eps + i);
@@ -105,6 +100,18 @@ std::tuple<at::Tensor, at::Tensor> reparameterize_kl_backward_cpu(
           (Vec<opmath>::loadu(sum_g_eps + i) + gv * Vec<opmath>::loadu(eps + i)).store(sum_g_eps + i);
         });
       }
+      // g_kl of each element's row: the elements [j0, j0 + len) span rows
+      // j0 / cols to (j0 + len - 1) / cols.
+      const opmath* g_kl = g_kl_buf;
+      if (gkl_ptr) {
+        for (int64_t i = 0, r = j0 / cols, c = j0 % cols; i < len; ++i) {
+          g_kl_buf[i] = gkl_ptr[r];
+          if (++c == cols) c = 0, ++r;
+        }
+      } else {
+        std::fill(g_kl_buf, g_kl_buf + len, opmath(0));
+      }
+      std::fill(g_kl_buf + len, g_kl_buf + vec_padded<opmath>(len), opmath(0));
       const opmath* m = load_block(mu_ptr + j0, len, mu_buf);
       const opmath* lv = load_block(logvar_ptr + j0, len, logvar_buf);
       opmath* gm = output_block(gm_ptr + j0, len, gm_buf);
@@ -117,13 +124,7 @@ std::tuple<at::Tensor, at::Tensor> reparameterize_kl_backward_cpu(
       });
       store_block(gm_ptr + j0, gm, len);
       store_block(glv_ptr + j0, glv, len);
-    };
-    // Short rows: blocks across rows, as forward drew the noise.
-    if (cols < kBlock) {
-      for_each_row_block(1, n, [&](int64_t, int64_t j0, int64_t len) { block(j0, len); });
-    } else {
-      for_each_row_block(shape.rows, cols, [&](int64_t r, int64_t c0, int64_t len) { block(r * cols + c0, len); });
-    }
+    });
   });
   return {grad_mu, grad_logvar};
 }

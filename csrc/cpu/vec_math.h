@@ -22,7 +22,9 @@ inline Vec<S> log_(const Vec<S>& x) { return x.log(); }
 // float lanes take the faster SIMD variants: exp within 20 ulp (about 1e-6
 // relative), log and sin/cos within 3.5 ulp. Every result is a float32 value
 // summed or scaled once more, and the noise stream is specified to 1e-5.
-inline Vec<float> exp_(const Vec<float>& x) { return x.exp_u20(); }
+// exp_u20 maps NaN to +inf: NaN lanes are passed through, so that NaN in
+// gives NaN out.
+inline Vec<float> exp_(const Vec<float>& x) { return Vec<float>::blendv(x.exp_u20(), x, x.isnan()); }
 
 #if defined(CPU_CAPABILITY_AVX512)
 inline Vec<float> log_(const Vec<float>& x) { return Sleef_logf16_u35(x); }
