@@ -37,53 +37,65 @@ at::Tensor bernoulli_log_likelihood(const at::Tensor& logits, const at::Tensor& 
   return finish_rows(per_row(K, call, logits, target), call, how);
 }
 
-struct BernoulliLogLikelihoodBackward : public torch::autograd::Function<BernoulliLogLikelihoodBackward> {
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& logits, const at::Tensor& target,
-                            int64_t event_dims, Reduction how, Kernels kernels) {
-    const RowCall call = check(logits, target, event_dims);
-    ctx->save_for_backward({logits, target});
-    ctx->saved_data["event_dims"] = event_dims;
-    ctx->saved_data["reduction"] = static_cast<int64_t>(how);
-    ctx->saved_data["kernels"] = static_cast<int64_t>(kernels);
-    return finish_rows(per_row(kernels, call, logits, target), call, how);
+struct BernoulliLogLikelihoodBackward : public Node {
+  SavedVariable logits, target;
+  int64_t event_dims = 1;
+  Reduction how = Reduction::kNone;
+  Kernels kernels = Kernels::kCpp;
+
+  std::string name() const override { return "BernoulliLogLikelihoodBackward"; }
+
+  void release_variables() override {
+    logits.reset_data();
+    target.reset_data();
   }
 
-  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
-    const variable_list saved = ctx->get_saved_variables();
-    const at::Tensor &logits = saved[0], &target = saved[1];
-    const RowCall call = check(logits, target, ctx->saved_data["event_dims"].toInt());
-    const auto how = static_cast<Reduction>(ctx->saved_data["reduction"].toInt());
-    const auto kernels = static_cast<Kernels>(ctx->saved_data["kernels"].toInt());
-    const std::vector<bool> needs = needs_input_grads(ctx, saved);
-    variable_list grads(5);
+  variable_list apply(variable_list&& grad_outputs) override {
+    // An output that no loss depends on passes no gradient: none flows back.
+    if (!grad_outputs[0].defined()) return variable_list(2);
+    const variable_list inputs = {logits.unpack(), target.unpack()};
+    const RowCall call = check(inputs[0], inputs[1], event_dims);
+    variable_list grads(2);
     if (call.numel() == 0) {
       for (int i = 0; i < 2; ++i) {
-        if (needs[i]) grads[i] = at::zeros_like(saved[i]);
+        if (task_should_compute_output(i)) grads[i] = at::zeros_like(inputs[i]);
       }
-      return once_differentiable(kOp, std::move(grads), saved, grad_outputs);
+      return once_differentiable(kOp, std::move(grads), inputs, grad_outputs);
     }
     {
       at::AutoDispatchBelowADInplaceOrView below_autograd;
       static const KernelOp<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
                                                                 const at::Tensor&, int64_t, bool)>
           kernel("_bernoulli_log_likelihood_backward");
+      const bool want_target = task_should_compute_output(1);
       const auto [grad_logits, grad_target] =
-          kernel[kernels].call(grad_per_row(grad_outputs[0], call, how), row_operand(logits, call),
-                               row_operand(target, call), call.event_dims, needs[1]);
-      if (needs[0]) grads[0] = fold(grad_logits, call, logits);
-      if (needs[1]) grads[1] = fold(grad_target, call, target);
+          kernel[kernels].call(grad_per_row(grad_outputs[0], call, how), row_operand(inputs[0], call),
+                               row_operand(inputs[1], call), event_dims, want_target);
+      if (task_should_compute_output(0)) grads[0] = fold(grad_logits, call, inputs[0]);
+      if (want_target) grads[1] = fold(grad_target, call, inputs[1]);
     }
-    return once_differentiable(kOp, std::move(grads), saved, grad_outputs);
+    return once_differentiable(kOp, std::move(grads), inputs, grad_outputs);
   }
 };
 
 template <Kernels K>
 at::Tensor bernoulli_log_likelihood_autograd(const at::Tensor& logits, const at::Tensor& target, int64_t event_dims,
                                              c10::string_view reduction) {
-  if (!any_requires_grad({&logits, &target})) {
-    return bernoulli_log_likelihood<K>(logits, target, event_dims, reduction);
+  at::Tensor out;
+  {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    out = bernoulli_log_likelihood<K>(logits, target, event_dims, reduction);
   }
-  return BernoulliLogLikelihoodBackward::apply(logits, target, event_dims, parse_reduction(kOp, reduction), K);
+  if (any_requires_grad({&logits, &target})) {
+    auto node = make_node<BernoulliLogLikelihoodBackward>();
+    node->logits = saved(logits);
+    node->target = saved(target);
+    node->event_dims = event_dims;
+    node->how = parse_reduction(kOp, reduction);
+    node->kernels = K;
+    record(node, {out}, logits, target);
+  }
+  return out;
 }
 
 }  // namespace

@@ -49,59 +49,69 @@ at::Tensor gaussian_kl(const at::Tensor& mu, const at::Tensor& logvar, const Opt
   return finish_rows(per_row(K, call, mu, logvar, prior_mu, prior_logvar), call, how);
 }
 
-struct GaussianKlBackward : public torch::autograd::Function<GaussianKlBackward> {
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& mu, const at::Tensor& logvar,
-                            const Opt& prior_mu, const Opt& prior_logvar, int64_t event_dims, Reduction how,
-                            Kernels kernels) {
-    const RowCall call = check(mu, logvar, prior_mu, prior_logvar, event_dims);
-    ctx->save_for_backward({mu, logvar, prior_mu.value_or(at::Tensor()), prior_logvar.value_or(at::Tensor())});
-    ctx->saved_data["event_dims"] = event_dims;
-    ctx->saved_data["reduction"] = static_cast<int64_t>(how);
-    ctx->saved_data["kernels"] = static_cast<int64_t>(kernels);
-    return finish_rows(per_row(kernels, call, mu, logvar, prior_mu, prior_logvar), call, how);
+struct GaussianKlBackward : public Node {
+  SavedVariable mu, logvar, prior_mu, prior_logvar;
+  int64_t event_dims = 1;
+  Reduction how = Reduction::kNone;
+  Kernels kernels = Kernels::kCpp;
+
+  std::string name() const override { return "GaussianKlBackward"; }
+
+  void release_variables() override {
+    for (SavedVariable* v : {&mu, &logvar, &prior_mu, &prior_logvar}) v->reset_data();
   }
 
-  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
-    const variable_list saved = ctx->get_saved_variables();
-    const at::Tensor &mu = saved[0], &logvar = saved[1], &prior_mu = saved[2], &prior_logvar = saved[3];
-    const RowCall call =
-        check(mu, logvar, optional_of(prior_mu), optional_of(prior_logvar), ctx->saved_data["event_dims"].toInt());
-    const auto how = static_cast<Reduction>(ctx->saved_data["reduction"].toInt());
-    const auto kernels = static_cast<Kernels>(ctx->saved_data["kernels"].toInt());
-    const std::vector<bool> needs = needs_input_grads(ctx, saved);
-    variable_list grads(7);
+  variable_list apply(variable_list&& grad_outputs) override {
+    // An output that no loss depends on passes no gradient: none flows back.
+    if (!grad_outputs[0].defined()) return variable_list(4);
+    const variable_list inputs = {mu.unpack(), logvar.unpack(), prior_mu.unpack(), prior_logvar.unpack()};
+    const RowCall call = check(inputs[0], inputs[1], optional_of(inputs[2]), optional_of(inputs[3]), event_dims);
+    variable_list grads(4);
     if (call.numel() == 0) {
       for (int i = 0; i < 4; ++i) {
-        if (needs[i]) grads[i] = at::zeros_like(saved[i]);
+        if (task_should_compute_output(i)) grads[i] = at::zeros_like(inputs[i]);
       }
-      return once_differentiable(kOp, std::move(grads), saved, grad_outputs);
+      return once_differentiable(kOp, std::move(grads), inputs, grad_outputs);
     }
     {
       at::AutoDispatchBelowADInplaceOrView below_autograd;
       static const KernelOp<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
           const at::Tensor&, const at::Tensor&, const at::Tensor&, const Opt&, const Opt&, int64_t, bool)>
           kernel("_gaussian_kl_backward");
+      const bool want_prior_logvar = task_should_compute_output(3);
       const auto [grad_mu, grad_logvar, grad_prior_logvar] = kernel[kernels].call(
-          grad_per_row(grad_outputs[0], call, how), row_operand(mu, call), row_operand(logvar, call),
-          row_operand(optional_of(prior_mu), call), row_operand(optional_of(prior_logvar), call), call.event_dims,
-          needs[3]);
-      if (needs[0]) grads[0] = fold(grad_mu, call, mu);
-      if (needs[1]) grads[1] = fold(grad_logvar, call, logvar);
-      if (needs[2]) grads[2] = fold(grad_mu, call, prior_mu).neg();
-      if (needs[3]) grads[3] = fold(grad_prior_logvar, call, prior_logvar);
+          grad_per_row(grad_outputs[0], call, how), row_operand(inputs[0], call), row_operand(inputs[1], call),
+          row_operand(optional_of(inputs[2]), call), row_operand(optional_of(inputs[3]), call), event_dims,
+          want_prior_logvar);
+      if (task_should_compute_output(0)) grads[0] = fold(grad_mu, call, inputs[0]);
+      if (task_should_compute_output(1)) grads[1] = fold(grad_logvar, call, inputs[1]);
+      if (task_should_compute_output(2)) grads[2] = fold(grad_mu, call, inputs[2]).neg();
+      if (want_prior_logvar) grads[3] = fold(grad_prior_logvar, call, inputs[3]);
     }
-    return once_differentiable(kOp, std::move(grads), saved, grad_outputs);
+    return once_differentiable(kOp, std::move(grads), inputs, grad_outputs);
   }
 };
 
 template <Kernels K>
 at::Tensor gaussian_kl_autograd(const at::Tensor& mu, const at::Tensor& logvar, const Opt& prior_mu,
                                 const Opt& prior_logvar, int64_t event_dims, c10::string_view reduction) {
-  if (!any_requires_grad({&mu, &logvar, prior_mu ? &*prior_mu : nullptr, prior_logvar ? &*prior_logvar : nullptr})) {
-    return gaussian_kl<K>(mu, logvar, prior_mu, prior_logvar, event_dims, reduction);
+  at::Tensor out;
+  {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    out = gaussian_kl<K>(mu, logvar, prior_mu, prior_logvar, event_dims, reduction);
   }
-  return GaussianKlBackward::apply(mu, logvar, prior_mu, prior_logvar, event_dims, parse_reduction(kOp, reduction),
-                                   K);
+  if (any_requires_grad({&mu, &logvar, prior_mu ? &*prior_mu : nullptr, prior_logvar ? &*prior_logvar : nullptr})) {
+    auto node = make_node<GaussianKlBackward>();
+    node->mu = saved(mu);
+    node->logvar = saved(logvar);
+    node->prior_mu = saved(prior_mu);
+    node->prior_logvar = saved(prior_logvar);
+    node->event_dims = event_dims;
+    node->how = parse_reduction(kOp, reduction);
+    node->kernels = K;
+    record(node, {out}, mu, logvar, prior_mu, prior_logvar);
+  }
+  return out;
 }
 
 }  // namespace

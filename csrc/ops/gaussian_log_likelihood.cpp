@@ -40,30 +40,29 @@ at::Tensor gaussian_log_likelihood(const at::Tensor& x, const at::Tensor& mean, 
   return finish_rows(per_row(K, call, x, mean, logvar), call, how);
 }
 
-struct GaussianLogLikelihoodBackward : public torch::autograd::Function<GaussianLogLikelihoodBackward> {
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& mean, const Opt& logvar,
-                            int64_t event_dims, Reduction how, Kernels kernels) {
-    const RowCall call = check(x, mean, logvar, event_dims);
-    ctx->save_for_backward({x, mean, logvar.value_or(at::Tensor())});
-    ctx->saved_data["event_dims"] = event_dims;
-    ctx->saved_data["reduction"] = static_cast<int64_t>(how);
-    ctx->saved_data["kernels"] = static_cast<int64_t>(kernels);
-    return finish_rows(per_row(kernels, call, x, mean, logvar), call, how);
+struct GaussianLogLikelihoodBackward : public Node {
+  SavedVariable x, mean, logvar;
+  int64_t event_dims = 1;
+  Reduction how = Reduction::kNone;
+  Kernels kernels = Kernels::kCpp;
+
+  std::string name() const override { return "GaussianLogLikelihoodBackward"; }
+
+  void release_variables() override {
+    for (SavedVariable* v : {&x, &mean, &logvar}) v->reset_data();
   }
 
-  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
-    const variable_list saved = ctx->get_saved_variables();
-    const at::Tensor &x = saved[0], &mean = saved[1], &logvar = saved[2];
-    const RowCall call = check(x, mean, optional_of(logvar), ctx->saved_data["event_dims"].toInt());
-    const auto how = static_cast<Reduction>(ctx->saved_data["reduction"].toInt());
-    const auto kernels = static_cast<Kernels>(ctx->saved_data["kernels"].toInt());
-    const std::vector<bool> needs = needs_input_grads(ctx, saved);
-    variable_list grads(6);
+  variable_list apply(variable_list&& grad_outputs) override {
+    // An output that no loss depends on passes no gradient: none flows back.
+    if (!grad_outputs[0].defined()) return variable_list(3);
+    const variable_list inputs = {x.unpack(), mean.unpack(), logvar.unpack()};
+    const RowCall call = check(inputs[0], inputs[1], optional_of(inputs[2]), event_dims);
+    variable_list grads(3);
     if (call.numel() == 0) {
       for (int i = 0; i < 3; ++i) {
-        if (needs[i]) grads[i] = at::zeros_like(saved[i]);
+        if (task_should_compute_output(i)) grads[i] = at::zeros_like(inputs[i]);
       }
-      return once_differentiable(kOp, std::move(grads), saved, grad_outputs);
+      return once_differentiable(kOp, std::move(grads), inputs, grad_outputs);
     }
     {
       at::AutoDispatchBelowADInplaceOrView below_autograd;
@@ -71,23 +70,35 @@ struct GaussianLogLikelihoodBackward : public torch::autograd::Function<Gaussian
                                                                 const at::Tensor&, const Opt&, int64_t)>
           kernel("_gaussian_log_likelihood_backward");
       const auto [grad_x, grad_logvar] =
-          kernel[kernels].call(grad_per_row(grad_outputs[0], call, how), row_operand(x, call),
-                               row_operand(mean, call), row_operand(optional_of(logvar), call), call.event_dims);
-      if (needs[0]) grads[0] = fold(grad_x, call, x);
-      if (needs[1]) grads[1] = fold(grad_x, call, mean).neg();
-      if (needs[2]) grads[2] = fold(grad_logvar, call, logvar);
+          kernel[kernels].call(grad_per_row(grad_outputs[0], call, how), row_operand(inputs[0], call),
+                               row_operand(inputs[1], call), row_operand(optional_of(inputs[2]), call), event_dims);
+      if (task_should_compute_output(0)) grads[0] = fold(grad_x, call, inputs[0]);
+      if (task_should_compute_output(1)) grads[1] = fold(grad_x, call, inputs[1]).neg();
+      if (task_should_compute_output(2)) grads[2] = fold(grad_logvar, call, inputs[2]);
     }
-    return once_differentiable(kOp, std::move(grads), saved, grad_outputs);
+    return once_differentiable(kOp, std::move(grads), inputs, grad_outputs);
   }
 };
 
 template <Kernels K>
 at::Tensor gaussian_log_likelihood_autograd(const at::Tensor& x, const at::Tensor& mean, const Opt& logvar,
                                             int64_t event_dims, c10::string_view reduction) {
-  if (!any_requires_grad({&x, &mean, logvar ? &*logvar : nullptr})) {
-    return gaussian_log_likelihood<K>(x, mean, logvar, event_dims, reduction);
+  at::Tensor out;
+  {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    out = gaussian_log_likelihood<K>(x, mean, logvar, event_dims, reduction);
   }
-  return GaussianLogLikelihoodBackward::apply(x, mean, logvar, event_dims, parse_reduction(kOp, reduction), K);
+  if (any_requires_grad({&x, &mean, logvar ? &*logvar : nullptr})) {
+    auto node = make_node<GaussianLogLikelihoodBackward>();
+    node->x = saved(x);
+    node->mean = saved(mean);
+    node->logvar = saved(logvar);
+    node->event_dims = event_dims;
+    node->how = parse_reduction(kOp, reduction);
+    node->kernels = K;
+    record(node, {out}, x, mean, logvar);
+  }
+  return out;
 }
 
 }  // namespace

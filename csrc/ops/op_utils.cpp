@@ -175,15 +175,6 @@ at::Tensor fold_to(const at::Tensor& grad, at::IntArrayRef shape, at::ScalarType
   return folded.scalar_type() == dtype ? folded : folded.to(dtype);
 }
 
-std::vector<bool> needs_input_grads(AutogradContext* ctx, const variable_list& arguments) {
-  std::vector<bool> needs(arguments.size(), false);
-  size_t edge = 0;
-  for (size_t i = 0; i < arguments.size(); ++i) {
-    if (arguments[i].defined()) needs[i] = ctx->needs_input_grad(edge++);
-  }
-  return needs;
-}
-
 bool any_requires_grad(std::initializer_list<const at::Tensor*> tensors) {
   if (!c10::GradMode::is_enabled()) return false;
   for (const at::Tensor* t : tensors) {

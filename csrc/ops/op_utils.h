@@ -24,17 +24,23 @@
 
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
-#include <torch/csrc/autograd/custom_function.h>
+#include <torch/csrc/autograd/function.h>
 #include <torch/csrc/autograd/functions/basic_ops.h>
+#include <torch/csrc/autograd/functions/utils.h>
+#include <torch/csrc/autograd/saved_variable.h>
 #include <torch/library.h>
 
 #include <initializer_list>
+#include <memory>
 #include <optional>
 #include <string>
+#include <type_traits>
+#include <vector>
 
 namespace fastgen::ops {
 
-using torch::autograd::AutogradContext;
+using torch::autograd::Node;
+using torch::autograd::SavedVariable;
 using torch::autograd::variable_list;
 
 enum class Kernels { kCpp, kTriton };
@@ -165,11 +171,55 @@ at::Tensor fold(const at::Tensor& grad, const RowCall& call, const at::Tensor& i
 at::Tensor fold_to(const at::Tensor& grad, at::IntArrayRef shape, at::ScalarType dtype);
 
 // ------------------------------------------------------------------ autograd
+// A public op that needs a gradient records a backward node of its own (a
+// torch::autograd::Node, as ATen's ops do): its saved tensors, its arguments,
+// and apply(), which calls the backend's backward kernel op.
 
-// needs[i]: whether tensor argument i of a Function's forward needs a
-// gradient, `arguments` being its tensor arguments in order (undefined where
-// an optional one was absent, which has no edge in the graph).
-std::vector<bool> needs_input_grads(AutogradContext* ctx, const variable_list& arguments);
+namespace detail {
+// How this torch holds autograd nodes: c10::intrusive_ptr since PyTorch PR
+// 181139 (torch 2.13 here), std::shared_ptr freed by deleteNode before (2.11).
+template <typename Holder>
+struct NodeFactory;
+
+template <typename T>
+struct NodeFactory<std::shared_ptr<T>> {
+  template <typename N>
+  static std::shared_ptr<N> make() {
+    // deleteNode (found by argument-dependent lookup, as only these releases
+    // have it) frees a long chain of nodes without deep recursion.
+    return std::shared_ptr<N>(new N(), [](auto* node) { deleteNode(node); });
+  }
+};
+
+template <typename T>
+struct NodeFactory<c10::intrusive_ptr<T>> {
+  template <typename N>
+  static c10::intrusive_ptr<N> make() {
+    return c10::make_intrusive<N>();
+  }
+};
+}  // namespace detail
+
+// A new backward node of type N, held as this torch holds nodes.
+template <typename N>
+auto make_node() {
+  using Holder = std::decay_t<decltype(std::declval<const at::Tensor&>().grad_fn())>;
+  return detail::NodeFactory<Holder>::template make<N>();
+}
+
+// Makes `node` the grad_fn of `outputs` (in order), its next edges those of
+// `inputs` (tensors or optional tensors, one edge each, empty where absent).
+template <typename NodePtr, typename... Inputs>
+void record(const NodePtr& node, const std::vector<at::Tensor>& outputs, const Inputs&... inputs) {
+  node->set_next_edges(torch::autograd::collect_next_edges(inputs...));
+  torch::autograd::set_history(outputs, node);
+}
+
+// A saved input (an undefined tensor saves nothing).
+inline SavedVariable saved(const at::Tensor& t) { return t.defined() ? SavedVariable(t, false) : SavedVariable(); }
+inline SavedVariable saved(const std::optional<at::Tensor>& t) {
+  return t.has_value() ? saved(*t) : SavedVariable();
+}
 
 // Whether any of the tensors needs a gradient: with none, a public op runs
 // its kernels without any autograd machinery.

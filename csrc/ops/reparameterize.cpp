@@ -52,47 +52,40 @@ at::Tensor reparameterize(const at::Tensor& mu, const at::Tensor& logvar, std::o
   return std::get<0>(sample(K, operands, mu, logvar, num_samples, generator));
 }
 
-struct ReparameterizeBackward : public torch::autograd::Function<ReparameterizeBackward> {
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& mu, const at::Tensor& logvar,
-                            std::optional<int64_t> num_samples, Generator generator, Kernels kernels) {
-    const Operands operands = check(mu, logvar, num_samples, generator);
-    auto [z, rng_state] = sample(kernels, operands, mu, logvar, num_samples, generator);
-    // mu itself is not needed: its gradient is the upstream one, summed.
-    ctx->save_for_backward({logvar, rng_state});
-    ctx->saved_data["mu_shape"] = mu.sizes();
-    ctx->saved_data["mu_dtype"] = static_cast<int64_t>(mu.scalar_type());
-    ctx->saved_data["shape"] = at::IntArrayRef(operands.shape);
-    ctx->saved_data["dtype"] = static_cast<int64_t>(operands.dtype);
-    ctx->saved_data["num_samples"] = num_samples;
-    ctx->saved_data["kernels"] = static_cast<int64_t>(kernels);
-    return z;
+struct ReparameterizeBackward : public Node {
+  // mu itself is not saved: its gradient is the upstream one, summed.
+  SavedVariable logvar, rng_state;
+  std::vector<int64_t> mu_shape, shape;
+  at::ScalarType mu_dtype = at::kFloat, dtype = at::kFloat;
+  std::optional<int64_t> num_samples;
+  Kernels kernels = Kernels::kCpp;
+
+  std::string name() const override { return "ReparameterizeBackward"; }
+
+  void release_variables() override {
+    logvar.reset_data();
+    rng_state.reset_data();
   }
 
-  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
-    const variable_list saved = ctx->get_saved_variables();
-    const at::Tensor &logvar = saved[0], &rng_state = saved[1];
-    const std::optional<int64_t> num_samples = ctx->saved_data["num_samples"].toOptional<int64_t>();
-    const std::vector<int64_t> shape = ctx->saved_data["shape"].toIntVector();
-    const auto dtype = static_cast<at::ScalarType>(ctx->saved_data["dtype"].toInt());
-    const auto kernels = static_cast<Kernels>(ctx->saved_data["kernels"].toInt());
-    variable_list grads(5);
+  variable_list apply(variable_list&& grad_outputs) override {
+    // An output that no loss depends on passes no gradient: none flows back.
+    if (!grad_outputs[0].defined()) return variable_list(2);
+    const variable_list inputs = {logvar.unpack(), rng_state.unpack()};
+    variable_list grads(2);
     {
       at::AutoDispatchBelowADInplaceOrView below_autograd;
       const at::Tensor& grad_z = grad_outputs[0];
-      if (ctx->needs_input_grad(0)) {
-        grads[0] = fold_to(num_samples ? grad_z.sum(0) : grad_z, ctx->saved_data["mu_shape"].toIntVector(),
-                           static_cast<at::ScalarType>(ctx->saved_data["mu_dtype"].toInt()));
-      }
-      if (ctx->needs_input_grad(1)) {
+      if (task_should_compute_output(0)) grads[0] = fold_to(num_samples ? grad_z.sum(0) : grad_z, mu_shape, mu_dtype);
+      if (task_should_compute_output(1)) {
         static const KernelOp<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                          std::optional<int64_t>)>
             kernel("_reparameterize_backward");
         const at::Tensor grad_logvar =
-            kernel[kernels].call(grad_z, full_operand(logvar, shape, dtype), rng_state, num_samples);
-        grads[1] = fold_to(grad_logvar.view(shape), logvar.sizes(), logvar.scalar_type());
+            kernel[kernels].call(grad_z, full_operand(inputs[0], shape, dtype), inputs[1], num_samples);
+        grads[1] = fold_to(grad_logvar.view(shape), inputs[0].sizes(), inputs[0].scalar_type());
       }
     }
-    return once_differentiable(kOp, std::move(grads), saved, grad_outputs);
+    return once_differentiable(kOp, std::move(grads), inputs, grad_outputs);
   }
 };
 
@@ -100,9 +93,26 @@ template <Kernels K>
 at::Tensor reparameterize_autograd(const at::Tensor& mu, const at::Tensor& logvar, std::optional<int64_t> num_samples,
                                    Generator generator) {
   if (!any_requires_grad({&mu, &logvar})) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
     return reparameterize<K>(mu, logvar, num_samples, generator);
   }
-  return ReparameterizeBackward::apply(mu, logvar, num_samples, generator, K);
+  const Operands operands = check(mu, logvar, num_samples, generator);
+  at::Tensor z, rng_state;
+  {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    std::tie(z, rng_state) = sample(K, operands, mu, logvar, num_samples, generator);
+  }
+  auto node = make_node<ReparameterizeBackward>();
+  node->logvar = saved(logvar);
+  node->rng_state = saved(rng_state);
+  node->mu_shape = mu.sizes().vec();
+  node->mu_dtype = mu.scalar_type();
+  node->shape = std::vector<int64_t>(operands.shape.begin(), operands.shape.end());
+  node->dtype = operands.dtype;
+  node->num_samples = num_samples;
+  node->kernels = K;
+  record(node, {z}, mu, logvar);
+  return z;
 }
 
 }  // namespace

@@ -54,28 +54,24 @@ std::tuple<at::Tensor, at::Tensor> reparameterize_kl(const at::Tensor& mu, const
   return {z, kl};
 }
 
-struct ReparameterizeKlBackward : public torch::autograd::Function<ReparameterizeKlBackward> {
-  static variable_list forward(AutogradContext* ctx, const at::Tensor& mu, const at::Tensor& logvar,
-                               std::optional<int64_t> num_samples, int64_t event_dims, Generator generator,
-                               Kernels kernels) {
-    const RowCall call = check(mu, logvar, num_samples, event_dims, generator);
-    auto [z, kl, rng_state] = sample(kernels, call, mu, logvar, num_samples, generator);
-    ctx->save_for_backward({mu, logvar, rng_state});
-    ctx->saved_data["num_samples"] = num_samples;
-    ctx->saved_data["event_dims"] = event_dims;
-    ctx->saved_data["kernels"] = static_cast<int64_t>(kernels);
-    return {z, kl};
+struct ReparameterizeKlBackward : public Node {
+  SavedVariable mu, logvar, rng_state;
+  std::optional<int64_t> num_samples;
+  int64_t event_dims = 1;
+  Kernels kernels = Kernels::kCpp;
+
+  std::string name() const override { return "ReparameterizeKlBackward"; }
+
+  void release_variables() override {
+    for (SavedVariable* v : {&mu, &logvar, &rng_state}) v->reset_data();
   }
 
-  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
-    const variable_list saved = ctx->get_saved_variables();
-    const at::Tensor &mu = saved[0], &logvar = saved[1], &rng_state = saved[2];
-    const std::optional<int64_t> num_samples = ctx->saved_data["num_samples"].toOptional<int64_t>();
-    const RowCall call =
-        check_rows(kOp, {named("mu", mu), named("logvar", logvar)}, ctx->saved_data["event_dims"].toInt());
-    const auto kernels = static_cast<Kernels>(ctx->saved_data["kernels"].toInt());
-    const std::vector<bool> needs = needs_input_grads(ctx, {mu, logvar});
-    variable_list grads(6);
+  variable_list apply(variable_list&& grad_outputs) override {
+    // An output that no loss depends on passes no gradient: none flows back.
+    if (!grad_outputs[0].defined() && !grad_outputs[1].defined()) return variable_list(2);
+    const variable_list inputs = {mu.unpack(), logvar.unpack(), rng_state.unpack()};
+    const RowCall call = check_rows(kOp, {named("mu", inputs[0]), named("logvar", inputs[1])}, event_dims);
+    variable_list grads(2);
     {
       at::AutoDispatchBelowADInplaceOrView below_autograd;
       static const KernelOp<std::tuple<at::Tensor, at::Tensor>(
@@ -83,17 +79,16 @@ struct ReparameterizeKlBackward : public torch::autograd::Function<Reparameteriz
           const at::Tensor&, std::optional<int64_t>, int64_t)>
           kernel("_reparameterize_kl_backward");
       const at::Tensor& grad_kl = grad_outputs[1];
-      auto [grad_mu, grad_logvar] =
-          kernel[kernels].call(optional_of(grad_outputs[0]),
-                      grad_kl.defined() ? std::optional<at::Tensor>(grad_per_row(grad_kl, call, Reduction::kNone))
-                                        : std::nullopt,
-                      full_operand(mu, call.shape(), call.operands.dtype),
-                      full_operand(logvar, call.shape(), call.operands.dtype), rng_state, num_samples,
-                      call.event_dims);
-      if (needs[0]) grads[0] = fold(grad_mu, call, mu);
-      if (needs[1]) grads[1] = fold(grad_logvar, call, logvar);
+      auto [grad_mu, grad_logvar] = kernel[kernels].call(
+          optional_of(grad_outputs[0]),
+          grad_kl.defined() ? std::optional<at::Tensor>(grad_per_row(grad_kl, call, Reduction::kNone))
+                            : std::nullopt,
+          full_operand(inputs[0], call.shape(), call.operands.dtype),
+          full_operand(inputs[1], call.shape(), call.operands.dtype), inputs[2], num_samples, event_dims);
+      if (task_should_compute_output(0)) grads[0] = fold(grad_mu, call, inputs[0]);
+      if (task_should_compute_output(1)) grads[1] = fold(grad_logvar, call, inputs[1]);
     }
-    return once_differentiable(kOp, std::move(grads), saved, grad_outputs);
+    return once_differentiable(kOp, std::move(grads), inputs, grad_outputs);
   }
 };
 
@@ -102,10 +97,24 @@ std::tuple<at::Tensor, at::Tensor> reparameterize_kl_autograd(const at::Tensor& 
                                                               std::optional<int64_t> num_samples,
                                                               int64_t event_dims, Generator generator) {
   if (!any_requires_grad({&mu, &logvar})) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
     return reparameterize_kl<K>(mu, logvar, num_samples, event_dims, generator);
   }
-  const variable_list outputs = ReparameterizeKlBackward::apply(mu, logvar, num_samples, event_dims, generator, K);
-  return {outputs[0], outputs[1]};
+  at::Tensor z, kl, rng_state;
+  {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    const RowCall call = check(mu, logvar, num_samples, event_dims, generator);
+    std::tie(z, kl, rng_state) = sample(K, call, mu, logvar, num_samples, generator);
+  }
+  auto node = make_node<ReparameterizeKlBackward>();
+  node->mu = saved(mu);
+  node->logvar = saved(logvar);
+  node->rng_state = saved(rng_state);
+  node->num_samples = num_samples;
+  node->event_dims = event_dims;
+  node->kernels = K;
+  record(node, {z, kl}, mu, logvar);
+  return {z, kl};
 }
 
 }  // namespace
