@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 from torch import nn
@@ -11,20 +13,9 @@ import fastgen
 X = torch.zeros(3, 4)
 OTHER_DEVICES = ["meta"] + (["cuda"] if torch.cuda.is_available() else [])
 
-# op name -> a call with tensors given by keyword
-CALLS = {
-    "reparameterize": lambda **t: fastgen.reparameterize(t["mu"], t["logvar"]),
-    "reparameterize_kl": lambda **t: fastgen.reparameterize_kl(t["mu"], t["logvar"]),
-    "gaussian_kl": lambda **t: fastgen.gaussian_kl(t["mu"], t["logvar"], t.get("prior_mu"), t.get("prior_logvar")),
-    "bernoulli_log_likelihood": lambda **t: fastgen.bernoulli_log_likelihood(t["logits"], t["target"]),
-    "gaussian_log_likelihood": lambda **t: fastgen.gaussian_log_likelihood(t["x"], t["mean"], t.get("logvar")),
-}
+# The differentiable ops of the registry and their tensor arguments, in order.
 ARGS = {
-    "reparameterize": ["mu", "logvar"],
-    "reparameterize_kl": ["mu", "logvar"],
-    "gaussian_kl": ["mu", "logvar", "prior_mu", "prior_logvar"],
-    "bernoulli_log_likelihood": ["logits", "target"],
-    "gaussian_log_likelihood": ["x", "mean", "logvar"],
+    name: list(info.tensor_args) for name, info in fastgen.ops.REGISTRY.items() if info.kind in ("rows", "sample")
 }
 CASES = [(op, arg) for op, args in ARGS.items() for arg in args]
 
@@ -32,7 +23,7 @@ CASES = [(op, arg) for op, args in ARGS.items() for arg in args]
 def _call(op, bad_arg, bad_value):
     tensors = {name: X.clone() for name in ARGS[op]}
     tensors[bad_arg] = bad_value
-    return CALLS[op](**tensors)
+    return fastgen.ops.REGISTRY[op].function(*tensors.values())
 
 
 @pytest.mark.parametrize("op,arg", CASES)
@@ -67,7 +58,13 @@ def test_mixed_devices(op, arg, other):
         _call(op, arg, torch.zeros(3, 4, device=other))
 
 
-LOSSES = ["gaussian_kl", "bernoulli_log_likelihood", "gaussian_log_likelihood", "reparameterize_kl"]
+def _takes(name, parameter):
+    return parameter in inspect.signature(fastgen.ops.REGISTRY[name].function).parameters
+
+
+LOSSES = sorted(name for name in ARGS if _takes(name, "event_dims"))
+REDUCED = sorted(name for name in ARGS if _takes(name, "reduction"))
+SAMPLERS = sorted(name for name in ARGS if _takes(name, "num_samples"))
 
 
 def _loss(op, **kwargs):
@@ -90,28 +87,28 @@ def test_event_dims_not_an_int(op, event_dims, kind):
         _loss(op, event_dims=event_dims)
 
 
-@pytest.mark.parametrize("op", ["gaussian_kl", "bernoulli_log_likelihood", "gaussian_log_likelihood"])
+@pytest.mark.parametrize("op", REDUCED)
 @pytest.mark.parametrize("reduction", ["avg", "Sum", "", None, "batchmean"])
 def test_unknown_reduction(op, reduction):
     with pytest.raises(ValueError, match=rf"fastgen\.{op}: reduction must be one of 'none', 'sum', 'mean', got {reduction!r}"):
         getattr(fastgen, op)(X, X, reduction=reduction)
 
 
-@pytest.mark.parametrize("op", ["reparameterize", "reparameterize_kl"])
+@pytest.mark.parametrize("op", SAMPLERS)
 @pytest.mark.parametrize("num_samples", [0, -3])
 def test_num_samples_too_small(op, num_samples):
     with pytest.raises(ValueError, match=rf"fastgen\.{op}: num_samples must be >= 1, got {num_samples}"):
         getattr(fastgen, op)(X, X, num_samples=num_samples)
 
 
-@pytest.mark.parametrize("op", ["reparameterize", "reparameterize_kl"])
+@pytest.mark.parametrize("op", SAMPLERS)
 @pytest.mark.parametrize("num_samples,kind", [(2.0, "float"), ("2", "str"), (True, "bool"), (torch.tensor(2), "Tensor")])
 def test_num_samples_not_an_int(op, num_samples, kind):
     with pytest.raises(TypeError, match=rf"fastgen\.{op}: num_samples must be an int or None, got {kind}"):
         getattr(fastgen, op)(X, X, num_samples=num_samples)
 
 
-@pytest.mark.parametrize("op", ["reparameterize", "reparameterize_kl"])
+@pytest.mark.parametrize("op", SAMPLERS)
 def test_generator_on_wrong_device(op):
     mu = torch.zeros(3, 4, device="meta")
     with pytest.raises(ValueError, match=rf"fastgen\.{op}: generator is on cpu but the tensors are on meta"):
@@ -121,7 +118,7 @@ def test_generator_on_wrong_device(op):
             getattr(fastgen, op)(X, X, generator=torch.Generator(device="cuda"))
 
 
-@pytest.mark.parametrize("op", ["reparameterize", "reparameterize_kl"])
+@pytest.mark.parametrize("op", SAMPLERS)
 def test_generator_not_a_generator(op):
     with pytest.raises(TypeError, match=rf"fastgen\.{op}: generator must be a torch.Generator, got int"):
         getattr(fastgen, op)(X, X, generator=1234)
