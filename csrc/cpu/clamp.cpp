@@ -40,22 +40,28 @@ void clamp_cpu(at::TensorList tensors, double min_value, double max_value) {
     }
   }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "clamp_cpu", [&] {
-    const Vec<scalar_t> low(saturated_cast<scalar_t>(min_value)), high(saturated_cast<scalar_t>(max_value));
-    constexpr int kAllLanesEqual = static_cast<int>((int64_t{1} << Vec<scalar_t>::size()) - 1);
+    const scalar_t low_value = saturated_cast<scalar_t>(min_value), high_value = saturated_cast<scalar_t>(max_value);
     at::parallel_for(0, static_cast<int64_t>(chunks.size()), 1, [&](int64_t first, int64_t last) {
+      // Bounds and loop ends in locals, and data __restrict: otherwise the
+      // stores through data could alias them for all the compiler knows, and
+      // it reloads them for every vector.
+      const Vec<scalar_t> low(low_value), high(high_value);
+      constexpr int64_t W = Vec<scalar_t>::size();
       for (int64_t c = first; c < last; ++c) {
-        scalar_t* data = tensors[chunks[c].tensor].data_ptr<scalar_t>();
+        scalar_t* __restrict const data = tensors[chunks[c].tensor].data_ptr<scalar_t>();
+        const int64_t end = chunks[c].end;
         int64_t i = chunks[c].begin;
-        for (; i + Vec<scalar_t>::size() <= chunks[c].end; i += Vec<scalar_t>::size()) {
-          const Vec<scalar_t> value = Vec<scalar_t>::loadu(data + i);
-          const Vec<scalar_t> clamped = at::vec::clamp(value, low, high);
-          // Only vectors holding a value out of range are written back: between
-          // WGAN clips an optimizer step moves few weights out of range, so most
-          // cache lines stay clean.
-          if ((clamped != value).zero_mask() != kAllLanesEqual) clamped.store(data + i);
+        if constexpr (std::is_floating_point_v<scalar_t>) {
+          // float and double: a plain loop that the compiler vectorizes with
+          // the bounds in registers (max/min keep NaN as clamp does).
+          for (; i < end; ++i) {
+            const scalar_t v = data[i] < low_value ? low_value : data[i];
+            data[i] = high_value < v ? high_value : v;
+          }
+        } else {
+          for (; i + W <= end; i += W) at::vec::clamp(Vec<scalar_t>::loadu(data + i), low, high).store(data + i);
+          if (i < end) at::vec::clamp(Vec<scalar_t>::loadu(data + i, end - i), low, high).store(data + i, end - i);
         }
-        const int64_t rest = chunks[c].end - i;
-        if (rest > 0) at::vec::clamp(Vec<scalar_t>::loadu(data + i, rest), low, high).store(data + i, rest);
       }
     });
   });

@@ -32,8 +32,10 @@ void clamp_(at::TensorList tensors, double min, double max) {
   TORCH_CHECK_VALUE(!(min > max), "fastgen.clamp_: min (", min, ") must not exceed max (", max, ")");
   for (size_t i = 0; i < tensors.size(); ++i) {
     const at::Tensor& t = tensors[i];
-    const std::string name = "tensors[" + std::to_string(i) + "]";
-    check_operands(kOp, {named(name.c_str(), t)});
+    if (t.layout() != at::kStrided || !is_fastgen_dtype(t.scalar_type())) {
+      const std::string name = "tensors[" + std::to_string(i) + "]";
+      check_operands(kOp, {named(name.c_str(), t)});  // raises, naming the tensor
+    }
   }
   std::vector<Group> groups;
   for (const at::Tensor& t : tensors) {

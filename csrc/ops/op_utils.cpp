@@ -30,11 +30,11 @@ std::string shape_name(at::IntArrayRef shape) {
   return out.str();
 }
 
-namespace {
-
 bool is_fastgen_dtype(at::ScalarType dtype) {
   return dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf || dtype == at::kBFloat16;
 }
+
+namespace {
 
 std::string listing(std::initializer_list<Named> operands, bool with_shapes) {
   std::ostringstream out;

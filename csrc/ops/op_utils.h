@@ -95,6 +95,9 @@ inline Named named(const char* name, const std::optional<at::Tensor>& t) {
   return {name, t.has_value() && t->defined() ? &*t : nullptr};
 }
 
+// float32, float64, float16 or bfloat16: the dtypes every op takes.
+bool is_fastgen_dtype(at::ScalarType dtype);
+
 // torch's Python name of a dtype (torch.float32), as users write it.
 std::string dtype_name(at::ScalarType dtype);
 // A shape as Python prints a tuple: (3, 4), (5,), ().
