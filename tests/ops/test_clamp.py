@@ -118,3 +118,52 @@ def test_opcheck(device):
     torch.library.opcheck(torch.ops.fastgen.clamp_.default, (tensors, -0.01, 0.01))
     torch.library.opcheck(torch.ops.fastgen.clamp_.default, ([torch.empty(0, device=device)], -1.0, 1.0))
     torch.library.opcheck(torch.ops.fastgen._clamp_.default, ([t.clone() for t in tensors[:1]], -0.01, 0.01))
+
+
+def test_in_place_changes_are_seen_by_autograd():
+    """As torch's in-place ops: the version counter is bumped, so a graph that saved the tensor refuses."""
+    w = torch.tensor([0.5, 2.0, -3.0], requires_grad=True)
+    x = torch.ones(3)
+    loss = (w * w * x).sum()
+    version = w._version
+    fastgen.clip_weights_([w], 1.0)
+    assert w._version > version
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+    t = torch.linspace(-2, 2, 9)
+    version = t._version
+    fastgen.clamp_([t, t[::2]], -1.0, 1.0)
+    assert t._version > version
+
+
+def test_leaf_that_requires_grad_is_refused_outside_no_grad():
+    w = torch.tensor([0.5, 2.0], requires_grad=True)
+    with pytest.raises(RuntimeError, match="a leaf Variable that requires grad is being used in an in-place operation"):
+        fastgen.clamp_([w], -1.0, 1.0)
+    assert torch.equal(w.detach(), torch.tensor([0.5, 2.0]))  # refused before any change
+    with torch.no_grad():
+        fastgen.clamp_([w], -1.0, 1.0)
+    assert torch.equal(w.detach(), torch.tensor([0.5, 1.0]))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_bound_beyond_the_dtype_range(dtype):
+    """A bound past the dtype's largest value clamps nothing on that side, contiguous or not, all or nothing."""
+    contiguous = torch.tensor([[1.0, -3e4], [6e4, 0.5]], dtype=dtype)
+    transposed = contiguous.clone().t()
+    expected = contiguous.clone().clamp(min=-1.0)
+    fastgen.clamp_([contiguous, transposed], -1.0, 1e5)
+    torch.testing.assert_close(contiguous, expected, rtol=0, atol=0)
+    torch.testing.assert_close(transposed, expected.t(), rtol=0, atol=0)
+    params = [torch.full((3,), 6e4, dtype=dtype), torch.full((4, 2), -6e4, dtype=dtype).t()]
+    fastgen.clip_weights_(params, 1e6)
+    assert torch.equal(params[0], torch.full((3,), 6e4, dtype=dtype))
+    assert torch.equal(params[1], torch.full((2, 4), -6e4, dtype=dtype))
+
+
+def test_a_failing_call_changes_nothing():
+    good = torch.linspace(-2, 2, 9)
+    before = good.clone()
+    with pytest.raises(TypeError, match=r"fastgen\.clamp_: tensors\[1\] must be a floating tensor"):
+        fastgen.clamp_([good, torch.zeros(3, dtype=torch.int64)], -1.0, 1.0)
+    assert torch.equal(good, before)
