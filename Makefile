@@ -36,4 +36,4 @@ $(VENV)/.built: $(VENV)/.deps $(SOURCES)
 	touch $@
 
 clean:
-	rm -rf build fastgen/_C*.so $(VENV)/.built
+	rm -rf build fastgen/_C*.so fastgen/_cpu_*.so $(VENV)/.built

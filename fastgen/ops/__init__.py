@@ -8,6 +8,7 @@ the op's checks, broadcasting, reduction and autograd are C++
 
 from ._common import (
     BACKENDS,
+    CPU_ISA,
     REGISTRY,
     OpInfo,
     available_backends,
@@ -25,6 +26,7 @@ from .reparameterize_kl import reparameterize_kl
 
 __all__ = [
     "BACKENDS",
+    "CPU_ISA",
     "REGISTRY",
     "OpInfo",
     "available_backends",

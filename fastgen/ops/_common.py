@@ -20,6 +20,7 @@ fallback, with one warning, when the extension is not built).
 from __future__ import annotations
 
 import contextlib
+import importlib
 import math
 import os
 import warnings
@@ -48,6 +49,53 @@ except ImportError as error:  # the extension was not built
         RuntimeWarning,
         stacklevel=2,
     )
+
+# The CPU kernels are built once per SIMD level (setup.py); the highest level
+# this CPU runs is loaded, as ATen chooses its own kernels, or the level named
+# by FASTGEN_CPU_ISA.
+CPU_ISAS = ("avx512", "avx2", "default")
+
+
+def cpu_isas_supported() -> tuple[str, ...]:
+    """The SIMD levels this CPU runs (torch's own reading, which honours ATEN_CPU_CAPABILITY)."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability.startswith("AVX512"):
+        return CPU_ISAS
+    if capability == "AVX2":
+        return CPU_ISAS[1:]
+    return CPU_ISAS[2:]
+
+
+def _load_cpu_kernels() -> str | None:
+    forced = os.environ.get("FASTGEN_CPU_ISA", "auto").lower()
+    if forced == "auto":
+        candidates = cpu_isas_supported()
+    elif forced not in CPU_ISAS:
+        raise ValueError(f"fastgen: FASTGEN_CPU_ISA must be auto, {', '.join(CPU_ISAS)}, got {forced!r}")
+    elif forced not in cpu_isas_supported():
+        raise RuntimeError(
+            f"fastgen: FASTGEN_CPU_ISA={forced}, but this CPU runs only {', '.join(cpu_isas_supported())}"
+        )
+    else:
+        candidates = (forced,)
+    errors = []
+    for isa in candidates:
+        try:
+            importlib.import_module(f"fastgen._cpu_{isa}")
+            return isa
+        except ImportError as error:
+            errors.append(f"{isa}: {error}")
+    warnings.warn(
+        f"fastgen: no CPU kernels could be loaded ({'; '.join(errors)}); ops on CPU tensors run the "
+        "pure-PyTorch reference.",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+    return None
+
+
+# The SIMD level of the loaded CPU kernels (None: none loaded).
+CPU_ISA: str | None = _load_cpu_kernels() if _C is not None else None
 
 # ----------------------------------------------------------------------------- registry
 
@@ -129,7 +177,9 @@ def _choose(op: str, device_type: str) -> Any:
     if name == "reference" or _C is None:
         return None
     if name == "auto":
-        if device_type == "cpu" or _cuda_built():
+        if device_type == "cpu":
+            return getattr(torch.ops.fastgen, op).default if CPU_ISA is not None else None
+        if _cuda_built():
             return getattr(torch.ops.fastgen, op).default
         if torch.cuda.is_available():
             _load_triton()
@@ -167,7 +217,8 @@ def available_backends() -> list[str]:
     """Names of the backends built and usable here (always including "reference")."""
     names = []
     if _C is not None:
-        names.append("cpu")
+        if CPU_ISA is not None:
+            names.append("cpu")
         if _cuda_built():
             names.append("cuda")
         _load_triton()
