@@ -1,20 +1,23 @@
 """CPU acceptance check (issue 2): fused CPU kernels against the seed formulas, one run.
 
-At 4096x1024 float32, with torch's default thread count (all cores):
+At 4096x1024 float32, with torch's default thread count (all cores; ``--threads`` changes it):
 
-* every fused op's training forward (inputs require grad): time and speed-up against the
-  eager formula (target >= 3x) and against ``torch.compile`` of it (target >= 1x, i.e. no
-  slower);
+* the training forward (mode ``fwd-grad``: inputs require grad) of every op of fastgen's
+  registry (its ``event_dims=1`` cases in ``bench.cases``; ``clamp`` in place, without
+  autograd): time and speed-up against the eager formula (target >= 3x) and against
+  ``torch.compile`` of it (target >= 1x, i.e. no slower);
 * ``reparameterize`` forward + backward against eager (target >= 3x);
 * clipping a DCGAN critic's parameters (the 9-tensor 28x28 critic) with
   ``fastgen.clip_weights_`` against the per-parameter ``p.data.clamp_(-c, c)`` loop
   (target >= 1.5x); the ``torch._foreach`` pair is shown for reference.
 
-All providers of a row are timed back to back in this process, each in its own steady
-state, so the ratios compare measurements taken under the same conditions. Timer:
-``bench.timing.time_cpu`` (median of
-repeated ``perf_counter`` samples after warm-up). Prints a markdown table; ``--out FILE``
-also writes it. Exit status 0 unless ``--strict`` and a target is missed.
+The providers of a row are timed round-robin (one sample of each per round,
+``bench.timing.time_cpu_interleaved``), so the ratios compare measurements taken in the same
+rounds; medians after warm-up. The clock is the wall clock with more than one torch thread
+(the calling thread's CPU time would miss the workers' time), the thread's CPU time with
+``--threads 1``. Issue 7's table at the sizes users train at (one thread) is
+``python -m bench.small_sizes``. Prints a markdown table; ``--out FILE`` also writes it. Exit
+status 0 unless ``--strict`` and a target is missed.
 
     python -m bench.cpu_speed            # or: python bench/cpu_speed.py
 """
@@ -33,10 +36,12 @@ import torch
 
 from bench import cases, env
 from bench.models import DCGANCritic28
-from bench.timing import TimerConfig, time_cpu
+from bench.timing import TimerConfig, cpu_clock, time_cpu_interleaved
 
-FORWARD_OPS = ["reparameterize", "reparameterize_kl", "gaussian_kl", "gaussian_kl_learned_prior",
-               "bernoulli_log_likelihood", "gaussian_log_likelihood", "clamp"]
+
+def forward_cases() -> List[cases.OpSpec]:
+    """Every op of the registry, its event_dims=1 (or event_dims-free) cases."""
+    return [s for s in cases.OPS.values() if s.event_dims in (None, 1)]
 
 
 def _ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
@@ -63,14 +68,15 @@ def measure(size=(4096, 1024), cfg: Optional[TimerConfig] = None, backend: str =
     rows = []
 
     def timed(variants, inputs, mode):
-        """Medians of the variants [(context factory, fn)], one after another."""
-        out = []
+        """Medians of the variants [(context factory, fn)], round-robin."""
+        calls = []
         for ctx, fn in variants:
             with ctx():
-                out.append(time_cpu(cases.mode_callable(fn, inputs, mode), cfg).median_ms)
-        return out
+                calls.append((ctx, cases.mode_callable(fn, inputs, mode)))
+        return [st.median_ms for st in time_cpu_interleaved(calls, cfg)]
 
-    cases_list = [(op, "fwd") for op in FORWARD_OPS] + [("reparameterize", "full")]
+    cases_list = [(s.key, "fwd-grad" if s.differentiable else "fwd") for s in forward_cases()]
+    cases_list.append(("reparameterize", "full"))
     for op, mode in cases_list:
         spec = cases.OPS[op]
         torch.manual_seed(0)
@@ -84,7 +90,7 @@ def measure(size=(4096, 1024), cfg: Optional[TimerConfig] = None, backend: str =
         t_e = next(times)
         t_c = next(times) if with_compile else None
         t_f = next(times) if have_fastgen else None
-        label = f"{op} {'forward' if mode == 'fwd' else 'forward+backward'}"
+        label = f"{op} {'forward+backward' if mode == 'full' else 'forward'}"
         targets = {"eager": 3.0} if mode == "full" else {"eager": 3.0, "compile": 1.0}
         rows.append(dict(case=label, eager=t_e, compile=t_c, fastgen=t_f, foreach=None,
                          targets=targets))
@@ -99,10 +105,7 @@ def measure(size=(4096, 1024), cfg: Optional[TimerConfig] = None, backend: str =
                 (contextlib.nullcontext, lambda: cases.clip_foreach(list(critic.parameters())))]
     if have_fastgen:
         variants.append((lambda: cases.fastgen_backend(backend), lambda: cases.clip_fastgen(critic)))
-    times = []
-    for ctx, fn in variants:
-        with ctx():
-            times.append(time_cpu(fn, cfg).median_ms)
+    times = [st.median_ms for st in time_cpu_interleaved(variants, cfg)]
     t_loop, t_each = times[0], times[1]
     t_f = times[2] if have_fastgen else None
     label = f"clip_weights_ {len(params)}-tensor DCGAN critic ({sum(p.numel() for p in params)} el.)"
@@ -144,11 +147,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--size", default="4096x1024", help="BxD of the op inputs (default 4096x1024)")
     p.add_argument("--backend", default="cpu", help="fastgen backend to measure (default cpu)")
     p.add_argument("--min-time", type=float, default=0.5, help="seconds of samples per measurement")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, all cores)")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile column")
     p.add_argument("--quick", action="store_true", help="tiny run for tests (64x32, few reps, no compile)")
     p.add_argument("--out", type=Path, default=None, help="also write the markdown here")
     p.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = p.parse_args(argv)
+    previous_threads = torch.get_num_threads()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        return _main(args)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _main(args) -> int:
     b, d = (int(v) for v in args.size.lower().split("x"))
     cfg = TimerConfig(min_time_s=args.min_time, min_reps=15)
     with_compile = not args.no_compile
@@ -157,8 +171,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     load = env.load_note()
     rows = measure((b, d), cfg, args.backend, with_compile)
     v = env.versions()
-    head = [f"fastgen CPU speed, {b}x{d} float32, {env.cpu_model()}, {load}; "
-            f"torch {v['torch']}, fastgen {v['fastgen'] or '-'}; {env.now_iso()}", ""]
+    head = [f"fastgen CPU speed, {b}x{d} float32, {env.cpu_model()}, {load}; timer {cpu_clock(cfg)[1]}, "
+            f"providers interleaved; torch {v['torch']}, fastgen {v['fastgen'] or '-'}; {env.now_iso()}", ""]
     text = "\n".join(head + table(rows)) + "\n"
     print()
     print(text)

@@ -1,18 +1,18 @@
 """Writing results: CSV rows appended to ``<out>/<device>.csv``, a markdown summary of the
 run (``<device>.md``, speed-ups computed only between rows of the same run) and one PNG
-per op (``<device>-<op>.png``)."""
+per op and event_dims (``<device>-<op>.png``; ``<device>-<op>-event_dims0.png`` for the
+element-wise cases)."""
 from __future__ import annotations
 
 import csv
 import math
-import os
 from collections import OrderedDict
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, List, Sequence
 
 COLUMNS = [
     "date", "device", "torch", "triton", "cuda", "fastgen",
-    "op", "provider", "mode", "dtype", "shape", "numel",
+    "op", "provider", "mode", "dtype", "shape", "event_dims", "numel",
     "median_ms", "p20_ms", "p80_ms", "bytes", "gbps", "pct_of_copy",
     "peak_mem_bytes", "saved_bytes", "launches",
     # extra context, after the contract's columns
@@ -21,6 +21,22 @@ COLUMNS = [
 
 STEP_OPS = ("vae_step", "wgan_step")
 CLIP_OP = "clip_weights"
+MODE_ORDER = ("fwd", "fwd-grad", "bwd", "full")
+
+
+def _mode_key(mode: str) -> int:
+    return MODE_ORDER.index(mode) if mode in MODE_ORDER else len(MODE_ORDER)
+
+
+def _ed(r: Dict) -> str:
+    """event_dims of a row as text ("" for ops without it), for rows in memory or read back."""
+    v = r.get("event_dims")
+    return "" if v is None or v == "" else str(int(v))
+
+
+def plot_name(slug: str, op: str, event_dims: str = "") -> str:
+    """``<slug>-<op>.png``; the element-wise (event_dims=0) cases: ``<slug>-<op>-event_dims0.png``."""
+    return f"{slug}-{op}.png" if event_dims in ("", "1") else f"{slug}-{op}-event_dims{event_dims}.png"
 
 
 def _fmt(v) -> str:
@@ -110,7 +126,8 @@ def op_table(rows: List[Dict], op: str) -> List[str]:
     rows = [r for r in rows if r["op"] == op]
     provs = _providers_in(rows)
     fused = [p for p in provs if p.startswith("fastgen")]
-    head = ["mode", "dtype", "shape"] + [f"{p} ms" for p in provs]
+    with_ed = any(_ed(r) for r in rows)
+    head = ["mode"] + (["event_dims"] if with_ed else []) + ["dtype", "shape"] + [f"{p} ms" for p in provs]
     if "compile" in provs and "eager" in provs:
         head.append("compile vs eager")
     has_compile = "compile" in provs
@@ -119,12 +136,12 @@ def op_table(rows: List[Dict], op: str) -> List[str]:
     head.append("saved for bwd (" + " / ".join(provs) + ")")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     groups: "OrderedDict[tuple, Dict[str, Dict]]" = OrderedDict()
-    for r in sorted(rows, key=lambda r: (("fwd", "bwd", "full").index(r["mode"]), _dtype_key(r["dtype"]),
+    for r in sorted(rows, key=lambda r: (_mode_key(r["mode"]), -int(_ed(r) or 1), _dtype_key(r["dtype"]),
                                          _size_key(r["shape"]))):
-        groups.setdefault((r["mode"], r["dtype"], r["shape"]), {})[r["provider"]] = r
-    for (mode, dtype, shape), by in groups.items():
+        groups.setdefault((r["mode"], _ed(r), r["dtype"], r["shape"]), {})[r["provider"]] = r
+    for (mode, ed, dtype, shape), by in groups.items():
         t = {p: by[p]["median_ms"] for p in by}
-        cells = [mode, dtype, shape] + [_ms(t.get(p)) for p in provs]
+        cells = [mode] + ([ed or "-"] if with_ed else []) + [dtype, shape] + [_ms(t.get(p)) for p in provs]
         if "compile" in provs and "eager" in provs:
             cells.append(_ratio(t.get("eager"), t.get("compile")))
         for f in fused:
@@ -184,13 +201,15 @@ def write_markdown(path: Path, rows: List[Dict], *, header: Dict[str, str], note
     lines += [f"- date: {header['date']}", f"- torch {header['torch']}, triton {header['triton'] or '-'}, "
               f"CUDA {header['cuda'] or '-'}, fastgen {header['fastgen'] or '-'}",
               f"- host at start: {header['load']}",
+              f"- timing: {header.get('timing', '-')}",
               f"- command: `{header['command']}`", ""]
     lines += ["Times are medians (ms). `X vs eager` = t(eager) / t(X): above 1x means X is faster. "
               "`% copy` = bandwidth achieved with the ideal fused kernel's bytes, as a percentage of a "
               "plain copy of the same bytes timed in this run. `saved for bwd` = bytes autograd keeps "
               "alive between forward and backward beyond the inputs. "
-              "fwd = training forward (inputs require grad); bwd = backward of one recorded forward; "
-              "full = both.", ""]
+              "fwd = forward under torch.no_grad(); fwd-grad = training forward (inputs require grad, "
+              "autograd records the graph); bwd = backward of one recorded forward; full = fwd-grad + bwd. "
+              "event_dims 1 = per-sample sums over the last dimension, 0 = element-wise (no sum).", ""]
     ops = [o for o in OrderedDict((r["op"], None) for r in rows) if o not in STEP_OPS and o != CLIP_OP]
     for op in ops:
         lines += [f"## {op}", ""]
@@ -223,12 +242,12 @@ def write_plots(out_dir: Path, slug: str, rows: List[Dict]) -> List[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import NullFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
     written = []
-    ops = [o for o in OrderedDict((r["op"], None) for r in rows) if o not in STEP_OPS]
-    for op in ops:
-        sub = [r for r in rows if r["op"] == op]
+    keys = [k for k in OrderedDict(((r["op"], _ed(r)), None) for r in rows) if k[0] not in STEP_OPS]
+    for op, ed in keys:
+        sub = [r for r in rows if r["op"] == op and _ed(r) == ed]
         provs = _providers_in(sub)
         if op == CLIP_OP:
             fig, axes = plt.subplots(1, 2, figsize=(11, 4), squeeze=False)
@@ -236,7 +255,7 @@ def write_plots(out_dir: Path, slug: str, rows: List[Dict]) -> List[Path]:
             modes = ["fwd"]
             xkey, xlabel = "count", "parameter tensors"
         else:
-            modes = [m for m in ("fwd", "bwd", "full") if any(r["mode"] == m for r in sub)]
+            modes = [m for m in MODE_ORDER if any(r["mode"] == m for r in sub)]
             fig, axes = plt.subplots(len(modes), 2, figsize=(11, 3.6 * len(modes)), squeeze=False)
             panels = [("median_ms", "time (ms)"), ("pct_of_copy", "% of copy bandwidth")]
             xkey, xlabel = "numel", "elements"
@@ -262,12 +281,17 @@ def write_plots(out_dir: Path, slug: str, rows: List[Dict]) -> List[Path]:
                                 markersize=3, color=colors[k % len(colors)],
                                 label=f"{prov} {dtype}")
                 ax.set_xscale("log")
-                ax.xaxis.set_minor_formatter(NullFormatter())
+                # no minor log ticks (they cost most of the drawing time); labelled 1-2-5 steps
+                ax.xaxis.set_minor_locator(NullLocator())
                 if ykey in ("median_ms", "launches"):
                     ax.set_yscale("log")
+                    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+                    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+                    ax.yaxis.set_minor_locator(NullLocator())
                 ax.set_xlabel(xlabel)
                 ax.set_ylabel(ylabel)
-                ax.set_title(f"{op} {mode}" if op != CLIP_OP else op)
+                title = op if op == CLIP_OP else f"{op} {mode}" + (f" event_dims={ed}" if ed else "")
+                ax.set_title(title)
                 ax.grid(True, which="major", alpha=0.3)
         handles, labels = axes[0][0].get_legend_handles_labels()
         if handles:
@@ -277,7 +301,7 @@ def write_plots(out_dir: Path, slug: str, rows: List[Dict]) -> List[Path]:
         top = 1 - 0.9 / fig.get_figheight()  # leave room for the legend above the panels
         fig.subplots_adjust(left=0.08, right=0.98, bottom=0.55 / fig.get_figheight(),
                             top=top, hspace=0.45, wspace=0.22)
-        path = out_dir / f"{slug}-{op}.png"
+        path = out_dir / plot_name(slug, op, ed)
         fig.savefig(path, dpi=100)
         plt.close(fig)
         written.append(path)

@@ -1,15 +1,16 @@
 """``python -m bench``: the benchmark runner (see ``bench/README.md``).
 
-For every op of ``bench.cases.OPS`` x dtype x size x provider x mode it records one CSV
-row: median / p20 / p80 time, the ideal fused kernel's bytes and the GB/s they imply, the
-percentage of a plain copy of the same bytes timed in the same run, bytes saved for
+For every case of ``bench.cases.OPS`` (the ops of fastgen's registry, event_dims 1 and 0)
+x dtype x size x mode it times every provider -- on CPU round-robin, one sample of each per
+round, with the calling thread's CPU time on one torch thread -- and records one CSV row per
+provider: median / p20 / p80 time, the ideal fused kernel's bytes and the GB/s they imply,
+the percentage of a plain copy of the same bytes timed in the same run, bytes saved for
 backward, CUDA peak memory and kernel launches (CUDA). Then parameter clipping against
 the number of parameter tensors, and the end-to-end VAE / WGAN steps.
 """
 from __future__ import annotations
 
 import argparse
-import math
 import shlex
 import sys
 import tempfile
@@ -21,7 +22,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 
 from bench import cases, env, report, steps
-from bench.timing import (CopyBaseline, Stats, TimerConfig, cuda_peak_bytes, launches,
+from bench.timing import (CopyBaseline, Stats, TimerConfig, cpu_clock, cuda_peak_bytes, launches,
                           saved_tensor_bytes, time_cpu_interleaved, time_fn)
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -31,7 +32,7 @@ class Run:
     """Everything one invocation shares: device, timer settings, copy baselines, rows."""
 
     def __init__(self, device: torch.device, cfg: TimerConfig, *, check: bool = True,
-                 verbose: bool = True, interleave: bool = False):
+                 verbose: bool = True, interleave: bool = True):
         self.device, self.cfg, self.check, self.verbose = device, cfg, check, verbose
         self.interleave = interleave
         self.copy = CopyBaseline(device, cfg)
@@ -82,9 +83,9 @@ def _check_outputs(spec: cases.OpSpec, got, ref, dtype) -> Optional[str]:
     return None
 
 
-def run_ops(run: Run, ops: Sequence[str], dtypes: Sequence[str], sizes, providers, modes) -> None:
-    for op in ops:
-        spec = cases.OPS[op]
+def run_ops(run: Run, specs: Sequence[cases.OpSpec], dtypes: Sequence[str], sizes, providers,
+            modes) -> None:
+    for spec in specs:
         for dname in dtypes:
             dtype = cases.DTYPES[dname]
             for (B, D) in sizes:
@@ -107,7 +108,7 @@ def _run_case(run: Run, spec: cases.OpSpec, inputs: cases.OpInputs, B: int, D: i
     itemsize = torch.tensor([], dtype=dtype).element_size()
     bound, ref = [], None
     for prov in providers:
-        what = f"{op} {prov.name} {dname} {shape}"
+        what = f"{spec.key} {prov.name} {dname} {shape}"
         try:
             with prov.context():
                 fn = prov.bind(spec)
@@ -127,8 +128,8 @@ def _run_case(run: Run, spec: cases.OpSpec, inputs: cases.OpInputs, B: int, D: i
                 with prov.context():
                     entries.append((prov, cases.mode_callable(fn, inputs, mode), saved))
             except Exception as e:
-                _fail(run, f"{op} {prov.name} {mode} {dname} {shape}", e)
-        stats = _time_entries(run, entries, numel, mode, f"{op} {mode} {dname} {shape}")
+                _fail(run, f"{spec.key} {prov.name} {mode} {dname} {shape}", e)
+        stats = _time_entries(run, entries, numel, mode, f"{spec.key} {mode} {dname} {shape}")
         for (prov, call, saved), st in zip(entries, stats):
             if st is None:
                 continue
@@ -139,14 +140,16 @@ def _run_case(run: Run, spec: cases.OpSpec, inputs: cases.OpInputs, B: int, D: i
                     launches_n = launches(call, dev)
             r = run.stats_row(st, nbytes=spec.nbytes(mode, B, D, itemsize), numel=numel, op=op,
                               provider=prov.name, mode=mode, dtype=dname, shape=shape,
-                              peak_mem_bytes=peak, saved_bytes=saved, launches=launches_n)
-            run.log(f"{op:28s} {prov.name:15s} {mode:4s} {dname:8s} {shape:>11s} "
+                              event_dims=spec.event_dims, peak_mem_bytes=peak,
+                              saved_bytes=saved if mode in cases.GRAD_MODES else None,
+                              launches=launches_n)
+            run.log(f"{spec.key:40s} {prov.name:15s} {mode:8s} {dname:8s} {shape:>10s} "
                     f"{st.median_ms:10.4f} ms  {_pct(r['pct_of_copy'])}")
 
 
 def _time_entries(run: Run, entries, numel: int, mode: str, what: str) -> List[Optional[Stats]]:
-    """One provider after another, each in its own steady state (default); with
-    ``--interleave`` on CPU, all providers round-robin instead."""
+    """On CPU all providers round-robin, one sample of each per round (default); with
+    ``--no-interleave``, and on CUDA, one provider after another."""
     if run.interleave and run.device.type == "cpu" and entries:
         try:
             return time_cpu_interleaved([(prov.context, call) for prov, call, _ in entries], run.cfg)
@@ -159,7 +162,7 @@ def _time_entries(run: Run, entries, numel: int, mode: str, what: str) -> List[O
                 # backward of a forward recorded outside the graph cannot be captured on
                 # do_bench_cudagraph's own stream: plain do_bench for bwd
                 out.append(time_fn(call, run.device, run.cfg, numel=numel,
-                                   cudagraph=False if mode in ("bwd", "clip") else None))
+                                   cudagraph=False if mode in ("bwd", "clip", "step") else None))
         except Exception as e:
             _fail(run, f"{what} {prov.name}", e)
             out.append(None)
@@ -221,32 +224,36 @@ def run_clip(run: Run, kind: str, dtypes: Sequence[str], fg_backends: Sequence[s
                         f"{st.median_ms:10.4f} ms  launches {n_launch}")
 
 
-def _null():
-    import contextlib
-
-    return contextlib.nullcontext()
-
-
 def run_steps(run: Run, fg_backends: Sequence[str], *, quick: bool) -> None:
+    """The end-to-end steps; the variants of one step (eager, fastgen-*) are timed together
+    (round-robin on CPU, like the op cases)."""
     dev = run.device
+    groups: Dict[tuple, list] = {}
     for sc in steps.step_cases(dev, list(fg_backends), quick=quick):
-        with sc.context():
-            try:
-                step = sc.make()
-            except Exception as e:
-                run.failures.append(f"{sc.op} {sc.provider}: setup failed: {e!r}")
-                warnings.warn(f"bench: {sc.op} {sc.provider}: setup failed: {e!r}")
+        groups.setdefault((sc.op, sc.cudagraph), []).append(sc)
+    for (op, _), group in groups.items():
+        entries = []
+        for sc in group:
+            with sc.context():
+                try:
+                    entries.append((cases.Provider(sc.provider, None, context=sc.context), sc.make(), sc))
+                except Exception as e:
+                    _fail(run, f"{sc.op} {sc.provider}: setup", e)
+        stats = _time_entries(run, entries, 0, "step", op)
+        for (prov, step, sc), st in zip(entries, stats):
+            if st is None:
                 continue
-            try:
-                st = time_fn(step, dev, run.cfg, cudagraph=False)
-                peak = cuda_peak_bytes(step, dev) if dev.type == "cuda" else None
-            except Exception as e:
-                run.failures.append(f"{sc.op} {sc.provider}: {e!r}")
-                warnings.warn(f"bench: {sc.op} {sc.provider} failed: {e!r}")
-                continue
-        run.stats_row(st, nbytes=None, numel=sc.numel, op=sc.op, provider=sc.provider, mode="full",
-                      dtype="float32", shape=sc.shape, peak_mem_bytes=peak)
-        run.log(f"{sc.op:28s} {sc.provider:24s} {sc.shape:>14s} {st.median_ms:10.4f} ms")
+            peak = None
+            if dev.type == "cuda":
+                try:
+                    with prov.context():
+                        peak = cuda_peak_bytes(step, dev)
+                except Exception as e:
+                    _fail(run, f"{sc.op} {sc.provider}: peak memory", e)
+                    continue
+            run.stats_row(st, nbytes=None, numel=sc.numel, op=sc.op, provider=sc.provider,
+                          mode="full", dtype="float32", shape=sc.shape, peak_mem_bytes=peak)
+            run.log(f"{sc.op:28s} {sc.provider:24s} {sc.shape:>14s} {st.median_ms:10.4f} ms")
 
 
 def parse_sizes(text: str):
@@ -263,7 +270,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tiny sizes, few reps, no torch.compile; writes to a temp dir unless --out")
     p.add_argument("--out", type=Path, default=None, help=f"output folder (default {RESULTS_DIR})")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--ops", default=None, help="comma list of ops (default all): " + ",".join(cases.OPS))
+    p.add_argument("--ops", default=None,
+                   help="comma list of cases (default: every op of fastgen's registry): "
+                        + ",".join(dict.fromkeys(s.name for s in cases.OPS.values()))
+                        + "; a name selects its event_dims 1 and 0 cases")
+    p.add_argument("--event-dims", default="0,1",
+                   help="event_dims of the row ops' cases, comma list (default 0,1)")
     p.add_argument("--providers", default=None,
                    help="comma list: eager,compile,fastgen-cpu,fastgen-cuda,fastgen-triton,"
                         "fastgen-reference (default: eager, compile and every built fastgen backend; "
@@ -272,25 +284,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtypes", default="float32,bfloat16")
     p.add_argument("--sizes", default=None, help="comma list of BxD (default: the device's sweep)")
     p.add_argument("--min-time", type=float, default=None, help="seconds of samples per CPU measurement")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch.set_num_threads for the run (default: 1 on CPU, so times are the "
+                        "calling thread's CPU time; on CUDA torch's default). With more than one "
+                        "thread CPU times are wall-clock times")
     p.add_argument("--no-ops", action="store_true", help="skip the op sweep")
     p.add_argument("--no-clip", action="store_true", help="skip the parameter-clipping sweep")
     p.add_argument("--no-steps", action="store_true", help="skip the end-to-end steps")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--no-check", action="store_true", help="skip the eager-vs-provider output check")
-    p.add_argument("--interleave", action="store_true",
-                   help="CPU: sample the providers of a case round-robin instead of one after another "
-                        "(spreads interference, but disturbs eager's allocator steady state)")
+    p.add_argument("--interleave", action=argparse.BooleanOptionalAction, default=True,
+                   help="CPU: sample the providers of a case round-robin, one sample each per round "
+                        "(default); --no-interleave times them one after another, each in its own "
+                        "allocator steady state")
     p.add_argument("-q", "--quiet", action="store_true")
     return p
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    command = "python -m bench " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     if args.device == "auto":
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     else:
         device = torch.device(args.device)
+    threads = args.threads if args.threads is not None else (1 if device.type == "cpu" else None)
+    previous_threads = torch.get_num_threads()
+    if threads is not None:
+        if threads < 1:
+            raise SystemExit(f"--threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
+    try:
+        return _main(args, argv, device)
+    finally:  # a caller in the same process (tests, the CLI) keeps its thread count
+        torch.set_num_threads(previous_threads)
+
+
+def _main(args, argv, device: torch.device) -> int:
+    command = "python -m bench " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     if device.type == "cuda":
         torch.cuda.set_device(device if device.index is not None else 0)
         device = torch.device("cuda", torch.cuda.current_device())
@@ -310,22 +340,33 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         names = ["eager"] + ([] if args.quick else ["compile"]) + [f"fastgen-{b}" for b in fg_backends]
     fg_named = [n[len("fastgen-"):] for n in names if n.startswith("fastgen-")]
     providers = cases.make_providers(device, names)
-    ops = args.ops.split(",") if args.ops else list(cases.OPS)
-    for op in ops:
-        if op not in cases.OPS:
-            raise SystemExit(f"unknown op {op!r}; choose from {', '.join(cases.OPS)}")
+    try:
+        event_dims = [int(v) for v in args.event_dims.split(",") if v.strip()]
+        specs = cases.select(args.ops.split(",") if args.ops else None, event_dims)
+    except ValueError as e:
+        raise SystemExit(str(e))
     sizes = parse_sizes(args.sizes) if args.sizes else cases.SIZES[kind]
     modes = [m for m in args.modes.split(",") if m]
+    for m in modes:
+        if m not in cases.MODES:
+            raise SystemExit(f"unknown mode {m!r}; choose from {', '.join(cases.MODES)}")
     dtypes = [d for d in args.dtypes.split(",") if d]
 
     run = Run(device, cfg, check=not args.no_check, verbose=not args.quiet, interleave=args.interleave)
+    for name in cases.missing_cases():
+        run.failures.append(f"op {name!r} of fastgen.ops.REGISTRY has no bench case (add one to "
+                            "bench/cases.py CASES)")
     slug = env.device_slug(device)
     load = env.load_note()
+    clock = (cpu_clock(cfg)[1] if device.type == "cpu" else "CUDA events")
+    timing = (f"timer {clock}, providers "
+              + ("interleaved round-robin" if args.interleave and device.type == "cpu"
+                 else "one after another"))
     run.log(f"# {run.base['device']} ({slug}); torch {run.base['torch']}, triton {run.base['triton']}, "
-            f"fastgen {run.base['fastgen']} backends {fg_backends}; {load}")
+            f"fastgen {run.base['fastgen']} backends {fg_backends}; {load}; {timing}")
     t0 = time.perf_counter()
     if not args.no_ops:
-        run_ops(run, ops, dtypes, sizes, providers, modes)
+        run_ops(run, specs, dtypes, sizes, providers, modes)
     if not args.no_clip:
         run_clip(run, kind, dtypes, fg_named)
     if not args.no_steps:
@@ -336,8 +377,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     csv_path = out_dir / f"{slug}.csv"
     report.append_csv(csv_path, run.rows)
     header = {"device_name": run.base["device"], "date": run.base["date"], "load": load,
-              "command": command, **env.versions()}
-    notes = {name: spec.note for name, spec in cases.OPS.items()}
+              "command": command, "timing": timing, **env.versions()}
+    notes = {}
+    for spec in cases.OPS.values():
+        if spec.note and spec.event_dims in (None, 1):
+            notes.setdefault(spec.name, spec.note)
     report.write_markdown(out_dir / f"{slug}.md", run.rows, header=header, notes=notes)
     if not args.no_plots:
         report.write_plots(out_dir, slug, run.rows)

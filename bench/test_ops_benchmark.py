@@ -2,13 +2,17 @@
 
     pytest bench/ --benchmark-group-by=param:op,param:mode,param:dtype,param:size
     FASTGEN_BENCH_SIZES=128x20,1024x1024 pytest bench/ -k "reparameterize and full"
+    pytest bench/ --benchmark-timer time.thread_time    # the thread's CPU time, as python -m bench
 
-Each test times one (op, mode, provider, dtype, size) cell with pytest-benchmark's own
-calibrated wall-clock timer (on CUDA every call is followed by ``torch.cuda.synchronize``,
-so launch latency is included -- use ``python -m bench`` for device-side timings).
-``extra_info`` carries the ideal fused kernel's bytes so GB/s can be derived from the
-saved JSON. Sizes default to the smallest and largest of the device's sweep; set
-``FASTGEN_BENCH_SIZES`` to change them.
+Each test times one (case, mode, provider, dtype, size) cell -- the cases of
+``bench.cases.OPS`` (every op of fastgen's registry, event_dims 1 and 0), the modes
+``fwd`` / ``fwd-grad`` / ``bwd`` / ``full`` -- with pytest-benchmark's own calibrated timer:
+wall clock unless ``--benchmark-timer`` says otherwise; on CPU torch runs on
+``FASTGEN_BENCH_THREADS`` threads (default 1, as ``python -m bench``). On CUDA every call is
+followed by ``torch.cuda.synchronize``, so launch latency is included -- use
+``python -m bench`` for device-side timings. ``extra_info`` carries the ideal fused kernel's
+bytes so GB/s can be derived from the saved JSON. Sizes default to the smallest and largest
+of the device's sweep; set ``FASTGEN_BENCH_SIZES`` to change them.
 """
 from __future__ import annotations
 
@@ -26,7 +30,23 @@ SIZES = parse_sizes(os.environ.get("FASTGEN_BENCH_SIZES", f"{_sweep[0][0]}x{_swe
                                                           f"{_sweep[-1][0]}x{_sweep[-1][1]}"))
 FG = cases.fastgen_backends(DEVICE)
 PROVIDERS = {p.name: p for p in cases.make_providers(DEVICE)}
-OP_CELLS = [(op, mode) for op, spec in cases.OPS.items() for mode in spec.modes]
+OP_CELLS = [(key, mode) for key, spec in cases.OPS.items() for mode in spec.modes]
+
+
+def _cell_id(key: str, mode: str) -> str:
+    """``gaussian_kl-full``; the element-wise case ``gaussian_kl-ed0-full`` (``-k ed0`` selects them)."""
+    spec = cases.OPS[key]
+    return f"{spec.name}{'-ed0' if spec.event_dims == 0 else ''}-{mode}"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _threads():
+    """One torch thread on CPU (``FASTGEN_BENCH_THREADS``), as ``python -m bench``."""
+    previous = torch.get_num_threads()
+    if DEVICE.type == "cpu":
+        torch.set_num_threads(int(os.environ.get("FASTGEN_BENCH_THREADS", "1")))
+    yield
+    torch.set_num_threads(previous)
 
 
 def _sync():
@@ -37,7 +57,7 @@ def _sync():
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 @pytest.mark.parametrize("dtype", list(cases.DTYPES))
 @pytest.mark.parametrize("provider", list(PROVIDERS))
-@pytest.mark.parametrize("op,mode", OP_CELLS, ids=[f"{o}-{m}" for o, m in OP_CELLS])
+@pytest.mark.parametrize("op,mode", OP_CELLS, ids=[_cell_id(o, m) for o, m in OP_CELLS])
 def test_op(benchmark, op, mode, provider, dtype, size):
     spec = cases.OPS[op]
     prov = PROVIDERS[provider]
@@ -57,8 +77,9 @@ def test_op(benchmark, op, mode, provider, dtype, size):
             timed()
         benchmark.group = f"{op} {mode} {dtype} {B}x{D}"
         nbytes = spec.nbytes(mode, B, D, torch.tensor([], dtype=cases.DTYPES[dtype]).element_size())
-        benchmark.extra_info.update(op=op, mode=mode, provider=provider, dtype=dtype,
-                                    shape=f"{B}x{D}", numel=B * D, bytes=nbytes, device=str(DEVICE))
+        benchmark.extra_info.update(op=spec.name, event_dims=spec.event_dims, mode=mode,
+                                    provider=provider, dtype=dtype, shape=f"{B}x{D}", numel=B * D,
+                                    bytes=nbytes, device=str(DEVICE), threads=torch.get_num_threads())
         out = benchmark(timed)
     for t in cases.as_tuple(out):
         assert torch.isfinite(t.float()).all()

@@ -2,20 +2,28 @@
 
 Timing
 ------
-* CPU: ``time.perf_counter`` around the call, after warm-up calls, with the garbage
-  collector paused. A call shorter than ``target_sample_s`` is repeated ``inner`` times
-  inside one sample and the sample divided by ``inner``, so the clock's resolution and
-  the timer's own cost do not dominate microsecond-sized calls. The cyclic garbage
-  collector is paused while samples are taken. Samples are repeated
-  until ``min_time_s`` has passed (between ``min_reps`` and ``max_reps`` samples); the
-  row records the median and the 20th / 80th percentiles of the samples. Providers are
-  timed one after another, each in its own steady state. ``time_cpu_interleaved``
-  (runner flag ``--interleave``) samples them round-robin instead, which spreads
-  interference from other processes over all of them, but it also disturbs the eager
-  formula's allocator steady state: its 16 MiB temporaries then come back as fresh
-  pages (page faults on every call), which measured eager up to ~4x slower at 4096x1024 and
-  would flatter the fused ops -- so it is off by default.
-  ``torch.set_num_threads`` is left alone (all cores of the machine).
+* CPU: the clock is the calling thread's CPU time (``time.thread_time_ns``) when torch
+  runs on one thread (the default of ``python -m bench`` on CPU, ``--threads 1``): time the
+  scheduler gives to other processes on a shared machine is not counted, kernel time
+  spent on this thread's behalf (page faults of fresh allocations, for one) is. With
+  more than one torch thread the intra-op workers' time would be missed, so the clock is
+  the wall clock (``time.perf_counter_ns``) instead. ``TimerConfig.clock`` forces either
+  ("thread" / "wall"); the ``timer`` column says which one ran. Every measurement starts
+  with warm-up calls; the cyclic garbage collector is paused while samples are taken. A
+  call shorter than ``target_sample_s`` is repeated ``inner`` times inside one sample and
+  the sample divided by ``inner``, so the clock's resolution and the timer's own cost do
+  not dominate microsecond-sized calls. Samples are repeated until ``min_time_s`` has
+  passed (between ``min_reps`` and ``max_reps`` samples); the row records the median and
+  the 20th / 80th percentiles of the samples.
+  ``time_cpu_interleaved`` times the providers of one case round-robin, one sample of
+  each per round, so whatever disturbs the host during the measurement (other processes'
+  cache and memory-bandwidth use, frequency changes) is spread over all of them alike and
+  their ratio is a ratio from the same rounds. This is the runner's default on CPU. It
+  also means each provider runs with the others' allocations between its calls, as an
+  op runs inside a training step; the eager formula's large temporaries can then come
+  back from the allocator as fresh pages, and the page faults count (they are this
+  thread's kernel time). ``--no-interleave`` times providers one after another instead,
+  each in its own allocator steady state.
 * CUDA: ``triton.testing.do_bench`` (CUDA events, L2 cache flushed before each call),
   or for tiny shapes ``triton.testing.do_bench_cudagraph`` (calls unrolled into one CUDA
   graph, so the launch cost of the Python + dispatcher path is not what is measured; no
@@ -64,12 +72,14 @@ class TimerConfig:
     """Knobs of the CPU timer (and the time budget of the CUDA one)."""
 
     warmup: int = 3
-    min_reps: int = 10
-    max_reps: int = 200
+    min_reps: int = 15
+    max_reps: int = 300
     min_time_s: float = 0.3
     target_sample_s: float = 2e-3
     cuda_rep_ms: int = 100
     cuda_warmup_ms: int = 25
+    # CPU clock: "auto" = the thread's CPU time when torch runs on one thread, else wall
+    clock: str = "auto"
 
     @classmethod
     def quick(cls) -> "TimerConfig":
@@ -105,25 +115,37 @@ def summarize(samples_ms: Iterable[float], timer: str) -> Stats:
     return Stats(med, p20, p80, len(s), timer)
 
 
-def _calibrate(fn: Callable[[], object], cfg: TimerConfig):
-    """Calls per sample (``inner``) so one sample lasts >= target_sample_s; and its duration."""
+def cpu_clock(cfg: TimerConfig) -> Tuple[Callable[[], int], str]:
+    """The CPU clock (nanoseconds) and its name: see the module docstring."""
+    clock = cfg.clock
+    if clock == "auto":
+        clock = "thread" if torch.get_num_threads() == 1 else "wall"
+    if clock == "thread":
+        return time.thread_time_ns, "thread_time"
+    if clock == "wall":
+        return time.perf_counter_ns, "perf_counter"
+    raise ValueError(f"unknown clock {cfg.clock!r}; expected 'auto', 'thread' or 'wall'")
+
+
+def _calibrate(fn: Callable[[], object], cfg: TimerConfig, clock: Callable[[], int]):
+    """Calls per sample (``inner``) so one sample lasts >= target_sample_s; and its duration (s)."""
     inner = 1
     while True:
-        t0 = time.perf_counter()
+        t0 = clock()
         for _ in range(inner):
             fn()
-        elapsed = time.perf_counter() - t0
+        elapsed = (clock() - t0) * 1e-9
         if elapsed >= cfg.target_sample_s or inner >= 1 << 16:
             return inner, max(elapsed, 1e-9)
         inner *= 2 if elapsed <= 0 else max(2, min(16, int(cfg.target_sample_s / elapsed) + 1))
 
 
-def _timer_name(inner: int) -> str:
-    return "perf_counter" if inner == 1 else f"perf_counter/x{inner}"
+def _timer_name(clock_name: str, inner: int) -> str:
+    return clock_name if inner == 1 else f"{clock_name}/x{inner}"
 
 
 def time_cpu(fn: Callable[[], object], cfg: TimerConfig) -> Stats:
-    """Median / p20 / p80 wall time of ``fn()`` on the host (see module docstring)."""
+    """Median / p20 / p80 time of ``fn()`` on the host (see module docstring)."""
     return time_cpu_interleaved([(contextlib.nullcontext, fn)], cfg)[0]
 
 
@@ -137,12 +159,13 @@ def time_cpu_interleaved(entries: Sequence[Tuple[Callable[[], ContextManager], C
     ratio stays meaningful even when absolute times wobble. All entries get the same
     number of samples.
     """
+    clock, clock_name = cpu_clock(cfg)
     plans = []
     for ctx, fn in entries:
         with ctx():
             for _ in range(max(cfg.warmup, 1)):
                 fn()
-            plans.append(_calibrate(fn, cfg))
+            plans.append(_calibrate(fn, cfg, clock))
     longest = max(per_sample for _, per_sample in plans)
     reps = int(min(cfg.max_reps, max(cfg.min_reps, math.ceil(cfg.min_time_s / longest))))
     samples: List[List[float]] = [[] for _ in entries]
@@ -153,14 +176,14 @@ def time_cpu_interleaved(entries: Sequence[Tuple[Callable[[], ContextManager], C
             for i, (ctx, fn) in enumerate(entries):
                 inner = plans[i][0]
                 with ctx():
-                    t0 = time.perf_counter()
+                    t0 = clock()
                     for _ in range(inner):
                         fn()
-                    samples[i].append((time.perf_counter() - t0) * 1e3 / inner)
+                    samples[i].append((clock() - t0) * 1e-6 / inner)
     finally:
         if gc_was_enabled:
             gc.enable()
-    return [summarize(s, _timer_name(plans[i][0])) for i, s in enumerate(samples)]
+    return [summarize(s, _timer_name(clock_name, plans[i][0])) for i, s in enumerate(samples)]
 
 
 def time_cuda(fn: Callable[[], object], cfg: TimerConfig, *, cudagraph: bool) -> Stats:
