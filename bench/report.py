@@ -49,16 +49,23 @@ def _fmt(v) -> str:
     return str(v)
 
 
+def check_csv(path: Path) -> None:
+    """Refuse (RuntimeError) an existing CSV whose header is not ``COLUMNS``; checked before a
+    run starts, so a long run is not lost at the end."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with open(path, newline="", encoding="utf-8") as f:
+        header = next(csv.reader(f), [])
+    if header != COLUMNS:
+        raise RuntimeError(
+            f"{path} has columns {header}, expected {COLUMNS}; move it aside to start a new file")
+
+
 def append_csv(path: Path, rows: Sequence[Dict]) -> None:
     """Append rows; the header is written for a new file and checked for an existing one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     new = not path.exists() or path.stat().st_size == 0
-    if not new:
-        with open(path, newline="", encoding="utf-8") as f:
-            header = next(csv.reader(f), [])
-        if header != COLUMNS:
-            raise RuntimeError(
-                f"{path} has columns {header}, expected {COLUMNS}; move it aside to start a new file")
+    check_csv(path)
     with open(path, "a", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=COLUMNS)
         if new:

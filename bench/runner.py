@@ -352,11 +352,16 @@ def _main(args, argv, device: torch.device) -> int:
             raise SystemExit(f"unknown mode {m!r}; choose from {', '.join(cases.MODES)}")
     dtypes = [d for d in args.dtypes.split(",") if d]
 
+    slug = env.device_slug(device)
+    csv_path = out_dir / f"{slug}.csv"
+    try:  # an old CSV with other columns is refused now, not after the run
+        report.check_csv(csv_path)
+    except RuntimeError as e:
+        raise SystemExit(f"bench: {e}")
     run = Run(device, cfg, check=not args.no_check, verbose=not args.quiet, interleave=args.interleave)
     for name in cases.missing_cases():
         run.failures.append(f"op {name!r} of fastgen.ops.REGISTRY has no bench case (add one to "
                             "bench/cases.py CASES)")
-    slug = env.device_slug(device)
     load = env.load_note()
     clock = (cpu_clock(cfg)[1] if device.type == "cpu" else "CUDA events")
     timing = (f"timer {clock}, providers "
@@ -374,7 +379,6 @@ def _main(args, argv, device: torch.device) -> int:
     for r in run.rows:
         r["device"] = run.base["device"]
 
-    csv_path = out_dir / f"{slug}.csv"
     report.append_csv(csv_path, run.rows)
     header = {"device_name": run.base["device"], "date": run.base["date"], "load": load,
               "command": command, "timing": timing, **env.versions()}

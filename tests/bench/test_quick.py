@@ -145,6 +145,14 @@ def test_csv_append_refuses_a_different_header(tmp_path):
         report.append_csv(path, [{"op": "clamp"}])
 
 
+def test_a_csv_with_other_columns_is_refused_before_the_run(tmp_path):
+    from bench import env
+
+    (tmp_path / f"{env.device_slug(torch.device('cpu'))}.csv").write_text("date,op\n", encoding="utf-8")
+    with pytest.raises(SystemExit, match="columns"):
+        main(["--quick", "--device", "cpu", "--out", str(tmp_path), "-q", "--ops", "clamp"])
+
+
 def test_cpu_speed_quick(capsys):
     from bench import cpu_speed
 
