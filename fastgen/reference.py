@@ -91,13 +91,20 @@ def philox_normal(
     return torch.stack(normals, dim=-1).reshape(-1)[:numel]
 
 
-def draw_philox_seed(device: torch.device, generator: torch.Generator | None = None) -> torch.Tensor:
-    """A fresh seed from the device's generator, as an int64 tensor on that device.
+def draw_stream(like: torch.Tensor, elements: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """int64 [seed, offset] of a call drawing `elements` normals on like's device.
 
-    On the CPU this is the generator's next 64-bit word, as the C++ kernels
-    draw it, so that the reference and the kernels sample the same noise.
+    Taken as every backend takes it, through fastgen's op philox_state (so the
+    reference draws the kernels' noise for the same generator state). Where
+    the extension has no kernels for the device, a fresh seed drawn from the
+    generator as tensor work, offset 0.
     """
-    return torch.empty((), dtype=torch.int64, device=device).random_(-(2**63), None, generator=generator)
+    try:
+        return torch.ops.fastgen.philox_state(like, generator, elements)
+    except (AttributeError, NotImplementedError):
+        state = torch.zeros(2, dtype=torch.int64, device=like.device)
+        state[0].random_(-(2**63), None, generator=generator)
+        return state
 
 
 def _reduce(per_sample: torch.Tensor, reduction: str) -> torch.Tensor:
@@ -126,9 +133,9 @@ def reparameterize(mu, logvar, *, num_samples=None, generator=None):
     shape = torch.broadcast_shapes(mu.shape, logvar.shape)
     if num_samples is not None:
         shape = (num_samples, *shape)
-    seed = draw_philox_seed(mu.device, generator)
     numel = math.prod(shape)
-    eps = philox_normal(numel, seed, 0, device=mu.device).reshape(shape)
+    seed, offset = draw_stream(mu, numel, generator)
+    eps = philox_normal(numel, seed, offset, device=mu.device).reshape(shape)
     dtype = torch.promote_types(mu.dtype, logvar.dtype)
     return (mu + torch.exp(0.5 * logvar) * eps.to(_compute_dtype(mu, logvar))).to(dtype)
 

@@ -30,12 +30,12 @@ if TRITON_ERROR is None:
 
     def _reparameterize(mu, logvar, num_samples, generator):
         """(z, rng_state): the seed drawn from the device's generator, then the kernel."""
-        rng_state = reparameterize.draw_rng_state(mu.device, generator)
+        rng_state = reparameterize.draw_rng_state(mu, generator, mu.numel() * (num_samples or 1))
         return reparameterize.reparameterize(mu, logvar, rng_state, num_samples), rng_state
 
     def _reparameterize_kl(mu, logvar, num_samples, event_dims, generator):
         """(z, kl, rng_state): the seed drawn from the device's generator, then the kernel."""
-        rng_state = reparameterize.draw_rng_state(mu.device, generator)
+        rng_state = reparameterize.draw_rng_state(mu, generator, mu.numel() * (num_samples or 1))
         z, kl = reparameterize.reparameterize_kl(mu, logvar, rng_state, num_samples, event_dims)
         return z, kl, rng_state
 

@@ -4,11 +4,12 @@ eps is drawn inside the kernels from design.md's stream: element i of the
 flattened z (of shape (K, *mu.shape) with K samples, sample k at k * numel)
 is lane i % 4 of tl.randn4x(seed, offset + i // 4). seed and offset are read
 on the device from rng_state = int64 [seed, offset], drawn on the device from
-its generator (fastgen.reference.draw_philox_seed, offset 0) as ordinary
+its generator by fastgen's op philox_state (see draw_rng_state) as ordinary
 tensor work, so a captured CUDA graph draws fresh noise on every replay.
 Backward regenerates eps from rng_state; no tensor of it is kept.
 """
 
+import warnings
 from typing import Optional
 
 import torch
@@ -38,16 +39,28 @@ from ._tiles import (
 )
 
 
-def draw_rng_state(device: torch.device, generator: Optional[torch.Generator]) -> torch.Tensor:
-    """int64 [seed, 0] on `device`: a fresh seed from its generator (the default one unless given).
+def draw_rng_state(like: torch.Tensor, generator: Optional[torch.Generator], elements: int) -> torch.Tensor:
+    """int64 [seed, offset] on like's device for a call drawing `elements` normals.
 
-    The seed is the generator's next 64-bit word, drawn on the device as
-    ordinary tensor work, so a captured CUDA graph draws a fresh one on every
-    replay; on the CPU it is the word the C++ kernels take.
+    Taken from the device's generator by fastgen's op philox_state, as the C++
+    kernels take it, so one generator state gives the same noise on every
+    backend; on CUDA written on the device, so a captured CUDA graph draws a
+    fresh stream on every replay. Where the extension has no kernels for the
+    device (built without nvcc), a fresh seed drawn as tensor work, offset 0:
+    still reproducible and graph-safe, but another stream than the C++ kernels'.
     """
-    rng_state = torch.zeros(2, dtype=torch.int64, device=device)
-    rng_state[0].random_(-(2**63), None, generator=generator)
-    return rng_state
+    try:
+        return torch.ops.fastgen.philox_state(like, generator, elements)
+    except NotImplementedError:
+        warnings.warn(
+            f"fastgen: no philox_state kernel for {like.device.type} (fastgen built without its CUDA kernels); "
+            "the Triton kernels draw another noise stream than the C++ kernels would",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        rng_state = torch.zeros(2, dtype=torch.int64, device=like.device)
+        rng_state[0].random_(-(2**63), None, generator=generator)
+        return rng_state
 
 
 def _samples_shape(mu: torch.Tensor, num_samples: Optional[int]) -> tuple:

@@ -64,7 +64,7 @@ def test_environment_variable():
         "from fastgen import reference\n"
         "mu = torch.zeros(8)\n"
         "z = fastgen.reparameterize(mu, mu, generator=torch.Generator().manual_seed(3))\n"
-        "seed = int(reference.draw_philox_seed(torch.device('cpu'), torch.Generator().manual_seed(3)))\n"
+        "seed = int(reference.draw_stream(torch.zeros(1), 8, torch.Generator().manual_seed(3))[0])\n"
         "print(fastgen.get_backend(), torch.equal(z, reference.philox_normal(8, seed, 0)))\n"
     )
     proc = _python(code, FASTGEN_BACKEND="reference")
@@ -182,10 +182,10 @@ def test_reference_equals_cpu_noise_for_the_same_seed(dtype, num_samples):
     logvar = rand((4, 45), dtype, seed=2, requires_grad=True)
     shape = mu.shape if num_samples is None else (num_samples, *mu.shape)
     n = mu.numel() * (num_samples or 1)
-    # reference backend: its seed is draw_philox_seed of the generator
+    # reference backend: its seed is draw_stream's, from the generator
     with fastgen.use_backend("reference"):
         z_ref = fastgen.reparameterize(mu, logvar, num_samples=num_samples, generator=torch.Generator().manual_seed(6))
-    ref_seed = int(reference.draw_philox_seed(torch.device("cpu"), torch.Generator().manual_seed(6)))
+    ref_seed = int(reference.draw_stream(torch.zeros(1), n, torch.Generator().manual_seed(6))[0])
     # cpu backend: its seed is in rng_state
     with fastgen.use_backend("cpu"):
         z_cpu = fastgen.reparameterize(mu, logvar, num_samples=num_samples, generator=torch.Generator().manual_seed(6))

@@ -89,9 +89,14 @@ at::Tensor& philox_normal_cpu(at::Tensor& out, int64_t seed, int64_t offset) {
   return out;
 }
 
+at::Tensor philox_state_cpu(const at::Tensor&, std::optional<at::Generator> generator, int64_t) {
+  return philox_state_tensor(next_cpu_philox_state(generator));
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastgen, CPU, m) {
+  m.impl("philox_state", &philox_state_cpu);
   m.impl("_reparameterize", &reparameterize_cpu);
   m.impl("_reparameterize_backward", &reparameterize_backward_cpu);
   m.impl("philox_normal_", &philox_normal_cpu);

@@ -67,6 +67,9 @@ cudaError_t reparameterize_backward(const Launch& launch, Dtype dtype, int64_t n
 // Fills out[0, n) with elements [0, n) of the stream (seed, offset).
 cudaError_t philox_normal(const Launch& launch, float* out, int64_t n, uint64_t seed, uint64_t offset);
 
+// Writes [seed, offset] of `philox` to rng_state on the device (one thread).
+cudaError_t philox_state(const Launch& launch, const PhiloxCudaArgs& philox, int64_t* rng_state);
+
 // ---------------------------------------------------------- reparameterize_kl
 // The samples of reparameterize (same stream) and the per-row KL to N(0, I)
 // of mu and logvar (both rows * cols elements), in one pass.

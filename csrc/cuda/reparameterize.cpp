@@ -53,9 +53,17 @@ at::Tensor& philox_normal_cuda(at::Tensor& out, int64_t seed, int64_t offset) {
   return out;
 }
 
+at::Tensor philox_state_cuda(const at::Tensor& like, std::optional<at::Generator> generator, int64_t elements) {
+  const c10::cuda::CUDAGuard guard(like.device());
+  at::Tensor rng_state = at::empty({2}, like.options().dtype(at::kLong));
+  check_launch(philox_state(current_launch(), next_philox_args(generator, elements), rng_state.data_ptr<int64_t>()));
+  return rng_state;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastgen, CUDA, m) {
+  m.impl("philox_state", &philox_state_cuda);
   m.impl("_reparameterize", &reparameterize_cuda);
   m.impl("_reparameterize_backward", &reparameterize_backward_cuda);
   m.impl("philox_normal_", &philox_normal_cuda);

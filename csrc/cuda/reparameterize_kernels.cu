@@ -80,7 +80,16 @@ struct PhiloxNormal : NoLaunchWork {
   }
 };
 
+__global__ void philox_state_kernel(PhiloxCudaArgs philox, int64_t* rng_state) {
+  write_state(rng_state, unpack(philox));
+}
+
 }  // namespace
+
+cudaError_t philox_state(const Launch& launch, const PhiloxCudaArgs& philox, int64_t* rng_state) {
+  philox_state_kernel<<<1, 1, 0, launch.stream>>>(philox, rng_state);
+  return cudaGetLastError();
+}
 
 cudaError_t reparameterize(const Launch& launch, Dtype dtype, int64_t n, int64_t samples, const void* mu,
                            const void* logvar, void* z, const PhiloxCudaArgs& philox, int64_t* rng_state) {

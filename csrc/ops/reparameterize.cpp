@@ -22,6 +22,15 @@ void define(torch::Library& m) {
         " -> Tensor grad_logvar");
   // Fills a float32 tensor with elements [0, numel) of the stream (seed, offset).
   m.def("philox_normal_(Tensor(a!) out, int seed, int offset) -> Tensor(a!)");
+  // The noise stream of a call drawing `elements` normals on like's device:
+  // int64 [seed, offset] on that device, taken from its generator (the
+  // default one unless given) as the C++ kernels take it, the generator
+  // advanced past the counters used. Every backend (the Triton kernels and
+  // the reference too) draws through it, so one generator state gives one
+  // stream everywhere. On CUDA it is written on the device, so a captured
+  // CUDA graph draws a fresh stream on every replay.
+  m.def("philox_state(Tensor like, Generator? generator, int elements) -> Tensor rng_state",
+        {at::Tag::nondeterministic_seeded});
 }
 
 using Generator = std::optional<at::Generator>;

@@ -71,8 +71,13 @@ def _fake_philox_normal(out, seed, offset):
     return out
 
 
+def _fake_philox_state(like, generator, elements):
+    return like.new_empty(2, dtype=torch.int64)
+
+
 _common.register_fake(OP, _fake)
 _common.register_fake(f"_{OP}", _fake_kernel)
 _common.register_fake(f"_{OP}_backward", _fake_kernel_backward)
 _common.register_fake("philox_normal_", _fake_philox_normal)
+_common.register_fake("philox_state", _fake_philox_state)
 _common.register(_common.OpInfo(OP, reparameterize, reference.reparameterize, "sample", ("mu", "logvar")))

@@ -190,5 +190,8 @@ def test_opcheck(device):
     utils = ("test_schema", "test_autograd_registration", "test_faketensor")
     torch.library.opcheck(torch.ops.fastgen.philox_normal_.default, (out, 12345, 3), test_utils=utils)
     torch.library.opcheck(torch.ops.fastgen.philox_normal_.default, (out, -(2**62), 2**40), test_utils=utils)
+    state = torch.ops.fastgen.philox_state.default
+    torch.library.opcheck(state, (out, None, 37), test_utils=utils)
+    torch.library.opcheck(state, (out, _generator(device), 4096), test_utils=utils)
     with pytest.raises(Exception, match="alias annotations"):
         torch.library.opcheck(torch.ops.fastgen.philox_normal_.default, (out, 1, 0), test_utils="test_aot_dispatch_dynamic")
