@@ -141,6 +141,8 @@ inline const S* per_row_values(const S* per_row, const RowBlock& block, int64_t 
     std::fill(buf, buf + vec_padded<S>(block.n), per_row[block.row]);
     return buf;
   }
+  // One element per row (event_dims=0): the values themselves.
+  if (cols == 1) return load_block(per_row + block.row, block.n, buf);
   for (int64_t r = 0; r < block.rows; ++r) std::fill(buf + r * cols, buf + (r + 1) * cols, per_row[block.row + r]);
   std::fill(buf + block.n, buf + vec_padded<S>(block.n), S(0));
   return buf;
