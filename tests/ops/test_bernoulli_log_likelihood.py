@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 from fastgen_checks import DTYPES, LONG_ROW, SHAPES, assert_close, oracle_bernoulli, rand, reduce
 
 import fastgen
