@@ -13,33 +13,9 @@ Models, distributions, the trainer and the CLI live in `fastgen.models`,
 `fastgen.distributions`, `fastgen.train` and `fastgen.cli`.
 """
 
-from .ops import (
-    available_backends,
-    bernoulli_log_likelihood,
-    clamp_,
-    clip_weights_,
-    gaussian_kl,
-    gaussian_log_likelihood,
-    get_backend,
-    reparameterize,
-    reparameterize_kl,
-    set_backend,
-    use_backend,
-)
+from . import ops
+from .ops import *  # noqa: F403  (the public ops and backend functions: fastgen.ops.__all__)
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "available_backends",
-    "bernoulli_log_likelihood",
-    "clamp_",
-    "clip_weights_",
-    "gaussian_kl",
-    "gaussian_log_likelihood",
-    "get_backend",
-    "reparameterize",
-    "reparameterize_kl",
-    "set_backend",
-    "use_backend",
-    "__version__",
-]
+__all__ = [*ops.__all__, "__version__"]

@@ -66,13 +66,8 @@ struct GaussianKlBackward : public Node {
     if (!grad_outputs[0].defined()) return variable_list(4);
     const variable_list inputs = {mu.unpack(), logvar.unpack(), prior_mu.unpack(), prior_logvar.unpack()};
     const RowCall call = check(inputs[0], inputs[1], optional_of(inputs[2]), optional_of(inputs[3]), event_dims);
+    if (call.numel() == 0) return once_differentiable(kOp, zero_grads(*this, inputs), inputs, grad_outputs);
     variable_list grads(4);
-    if (call.numel() == 0) {
-      for (int i = 0; i < 4; ++i) {
-        if (task_should_compute_output(i)) grads[i] = at::zeros_like(inputs[i]);
-      }
-      return once_differentiable(kOp, std::move(grads), inputs, grad_outputs);
-    }
     {
       at::AutoDispatchBelowADInplaceOrView below_autograd;
       static const KernelOp<std::tuple<at::Tensor, at::Tensor, at::Tensor>(

@@ -175,6 +175,14 @@ at::Tensor fold_to(const at::Tensor& grad, at::IntArrayRef shape, at::ScalarType
   return folded.scalar_type() == dtype ? folded : folded.to(dtype);
 }
 
+variable_list zero_grads(Node& node, const variable_list& inputs) {
+  variable_list grads(inputs.size());
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    if (node.task_should_compute_output(i)) grads[i] = at::zeros_like(inputs[i]);
+  }
+  return grads;
+}
+
 bool any_requires_grad(std::initializer_list<const at::Tensor*> tensors) {
   if (!c10::GradMode::is_enabled()) return false;
   for (const at::Tensor* t : tensors) {

@@ -227,6 +227,10 @@ inline SavedVariable saved(const std::optional<at::Tensor>& t) {
   return t.has_value() ? saved(*t) : SavedVariable();
 }
 
+// The gradients of a call without elements: zeros shaped like each input
+// that needs one (apply's `node`, its saved `inputs` in argument order).
+variable_list zero_grads(Node& node, const variable_list& inputs);
+
 // Whether any of the tensors needs a gradient: with none, a public op runs
 // its kernels without any autograd machinery.
 bool any_requires_grad(std::initializer_list<const at::Tensor*> tensors);

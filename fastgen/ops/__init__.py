@@ -6,7 +6,7 @@ the op's checks, broadcasting, reduction and autograd are C++
 (Triton), its textbook formula `fastgen.reference`.
 """
 
-from ._common import (
+from ._common import (  # noqa: F401  (BACKENDS, CPU_ISA, REGISTRY, OpInfo: fastgen.ops.<name>)
     BACKENDS,
     CPU_ISA,
     REGISTRY,
@@ -24,11 +24,9 @@ from .gaussian_log_likelihood import gaussian_log_likelihood
 from .reparameterize import reparameterize
 from .reparameterize_kl import reparameterize_kl
 
+# What `from fastgen import *` gives (fastgen re-exports it): the public ops
+# and the backend functions.
 __all__ = [
-    "BACKENDS",
-    "CPU_ISA",
-    "REGISTRY",
-    "OpInfo",
     "available_backends",
     "backend_device_types",
     "bernoulli_log_likelihood",
