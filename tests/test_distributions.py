@@ -213,17 +213,24 @@ def test_normal_rsample_of_a_scale_is_loc_plus_scale_eps_with_kernel_noise():
     torch.testing.assert_close(grad_scale, eps.sum(0))
 
 
-def test_normal_rsample_with_a_fixed_scale_is_one_fused_pass(calls):
-    """A scale that needs no gradient: its log-variance is computed once and kept."""
+def test_normal_rsample_with_a_kept_log_variance_is_one_fused_pass(calls, monkeypatch):
+    """A scale that needs no gradient: its log-variance is computed once (here by log_prob) and
+    kept, and rsample is then one reparameterize pass over loc and it."""
     loc, scale = _gaussian()
     scale = scale.detach()
     distribution = Normal(loc, scale)
+    distribution.log_prob(torch.zeros(4, 3, dtype=torch.float64))
+    kept = distribution._kernel_logvar()
+    assert kept is distribution._kernel_logvar()
+    calls.clear()
+    monkeypatch.setattr(torch, "addcmul", None)  # not the loc + scale * eps path
     torch.manual_seed(5)
     z = distribution.rsample((3,))
     assert calls == [("reparameterize", None)]
     torch.manual_seed(5)
-    torch.testing.assert_close(z, fastgen.reparameterize(loc, 2 * torch.log(scale), num_samples=3))
-    assert distribution._kernel_logvar() is distribution._kernel_logvar()
+    torch.testing.assert_close(z, fastgen.reparameterize(loc, 2 * torch.log(scale), num_samples=3), rtol=0, atol=0)
+    grad_loc, = _grads(z, (loc,))
+    torch.testing.assert_close(grad_loc, torch.full_like(loc, 3.0))
 
 
 @pytest.mark.parametrize("sample_shape", [(), (0,), (2, 0), (0, 3), (1,), (3, 5)])
