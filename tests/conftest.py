@@ -64,3 +64,13 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(autouse=True)
+def _torch_distributions_validate():
+    """torch.distributions validates arguments by default, but the first torch.compile turns that
+    off for the whole process (torch._dynamo's TorchPatcher); every test starts from the default."""
+    previous = torch.distributions.Distribution._validate_args
+    torch.distributions.Distribution.set_default_validate_args(True)
+    yield
+    torch.distributions.Distribution.set_default_validate_args(previous)
