@@ -179,3 +179,72 @@ def gaussian_log_prob_grads(x, mean, logvar):
 def gaussian_log_prob_unit_grad_x(x, mean):
     """d/dx of gaussian_log_prob_unit = mean - x."""
     return mean - x
+
+
+# ---------------------------------------------------------------- IWAE log-weights
+
+
+@triton.jit
+def log_weight_std_normal(z, logvar, eps):
+    """log N(z; 0, 1) - log N(z; mu, e^logvar) at z = mu + e^(logvar/2) eps: (logvar + eps^2 - z^2) / 2."""
+    return 0.5 * (logvar + eps * eps - z * z)
+
+
+@triton.jit
+def log_weight_diag_normal(z, logvar, eps, prior_mu, prior_logvar):
+    """With the prior N(pm, e^plv): (logvar + eps^2 - plv - (z - pm)^2 e^-plv) / 2 (the log 2 pi cancel)."""
+    diff = z - prior_mu
+    return 0.5 * (logvar + eps * eps - prior_logvar - diff * diff * tl.exp(-prior_logvar))
+
+
+@triton.jit
+def log_weight_score(z, prior_mu, prior_logvar):
+    """The prior's score s = (z - pm) e^-plv: d log p / dz = -s."""
+    return (z - prior_mu) * tl.exp(-prior_logvar)
+
+
+@triton.jit
+def log_weight_grad_z(grad_z, grad_w, score):
+    """The gradient reaching sample z_k: a_k = g_z - g_w s_k."""
+    return grad_z - grad_w * score
+
+
+@triton.jit
+def log_weights_grad_logvar(logvar, sum_grad_z_eps, sum_grad_w):
+    """grad_logvar = std / 2 * sum_k a_k eps_k + sum_k g_w / 2."""
+    return reparameterize_grad_logvar(logvar, sum_grad_z_eps) + 0.5 * sum_grad_w
+
+
+@triton.jit
+def log_weight_grad_prior_logvar(grad_w, score, diff):
+    """One sample's d/dplv: g_w (s (z - pm) - 1) / 2."""
+    return 0.5 * grad_w * (score * diff - 1.0)
+
+
+# ---------------------------------------------------------------- gradient penalty
+
+
+@triton.jit
+def grad_norm_penalty(norm, center):
+    """(||g|| - c)^2."""
+    diff = norm - center
+    return diff * diff
+
+
+@triton.jit
+def grad_norm_penalty_scale(norm, center, grad_out):
+    """The per-row factor of d/dg (||g|| - c)^2 = 2 (||g|| - c) g / ||g||, times the upstream gradient; 0 at ||g|| = 0."""
+    safe = tl.where(norm == 0.0, 1.0, norm)
+    return tl.where(norm == 0.0, 0.0, 2.0 * grad_out * (norm - center) / safe)
+
+
+@triton.jit
+def interpolate(real, fake, eps):
+    """eps x + (1 - eps) x~."""
+    return eps * real + (1.0 - eps) * fake
+
+
+@triton.jit
+def philox_uniform(seed, counter):
+    """One uniform in [0, 1) per counter: tl.rand(seed, counter), word 0 of Philox at that counter."""
+    return tl.rand(seed, counter)

@@ -85,6 +85,40 @@ cudaError_t reparameterize_kl_backward(const Launch& launch, Dtype dtype, Rows r
                                        const void* logvar, const int64_t* rng_state, void* grad_mu,
                                        void* grad_logvar);
 
+// ------------------------------------------------- reparameterize_log_weights
+// The samples of reparameterize (same stream) and log p(z) - log q(z|x) per
+// row of every sample: log_weights holds samples * rows.rows sums,
+// sample-major (row k * rows + r is sample k's row r). mu and logvar have
+// rows * cols elements; the prior's halves are row operands (absent: N(0, 1)'s).
+// `partials` is row_sum_partials({samples * rows, cols}) elements.
+cudaError_t reparameterize_log_weights(const Launch& launch, Dtype dtype, Rows rows, int64_t samples, const void* mu,
+                                       const void* logvar, Operand prior_mu, Operand prior_logvar, void* z,
+                                       void* log_weights, void* partials, const PhiloxCudaArgs& philox,
+                                       int64_t* rng_state);
+
+// Full-size gradients from grad_z (samples * n elements) and grad_log_weights
+// (samples * rows, the sum dtype), either null when absent; eps regenerated
+// from rng_state. A null grad_prior_* is not computed.
+cudaError_t reparameterize_log_weights_backward(const Launch& launch, Dtype dtype, Rows rows, int64_t samples,
+                                                const void* grad_z, const void* grad_log_weights, const void* mu,
+                                                const void* logvar, Operand prior_mu, Operand prior_logvar,
+                                                const int64_t* rng_state, void* grad_mu, void* grad_logvar,
+                                                void* grad_prior_mu, void* grad_prior_logvar);
+
+// ---------------------------------------------------------- grad_norm_penalty
+// Per row: norm = ||grad||_2 and penalty = (norm - center)^2 (the sum dtype).
+cudaError_t grad_norm_penalty(const Launch& launch, Dtype dtype, Rows rows, const void* grad, double center,
+                              void* penalty, void* norm, void* partials);
+
+// out = 2 grad_penalty[r] (norm[r] - center) / norm[r] * grad (0 where norm[r] = 0).
+cudaError_t grad_norm_penalty_backward(const Launch& launch, Dtype dtype, Rows rows, const void* grad_penalty,
+                                       const void* grad, const void* norm, double center, void* out);
+
+// weights[r] = the uniform of Philox counter offset + r (tl.rand), then
+// out = weights[r] real + (1 - weights[r]) fake for every row r of rows x cols.
+cudaError_t random_interpolate(const Launch& launch, Dtype dtype, Rows rows, const void* real, const void* fake,
+                               const PhiloxCudaArgs& philox, float* weights, void* out);
+
 // ------------------------------------------------------------------ row ops
 // Backward kernels take the per-row upstream gradient `grad` in the sum dtype
 // and write full-size (rows * cols) gradients; a null output is not computed.

@@ -169,4 +169,72 @@ FASTGEN_HOST_DEVICE T gaussian_log_prob_unit_grad_x(T x, T mean) {
   return mean - x;
 }
 
+// ---------------------------------------------------------------- IWAE log-weights
+// For a sample z = mu + e^{lv/2} eps of q = N(mu, e^lv), the per-element term of
+// log p(z) - log q(z|x); the log 2 pi of the two densities cancel:
+//   log q = -(log 2 pi + lv + eps^2) / 2
+//   log p = -(log 2 pi + plv + (z - pm)^2 e^-plv) / 2   (N(0, 1): pm = plv = 0)
+// inv_prior_var = e^-plv is an argument, as in kl_diag_normal.
+template <typename T>
+FASTGEN_HOST_DEVICE T log_weight_std_normal(T z, T logvar, T eps) {
+  return T(0.5f) * (logvar + eps * eps - z * z);
+}
+
+template <typename T>
+FASTGEN_HOST_DEVICE T log_weight_diag_normal(T z, T logvar, T eps, T prior_mu, T prior_logvar, T inv_prior_var) {
+  const T diff = z - prior_mu;
+  return T(0.5f) * (logvar + eps * eps - prior_logvar - diff * diff * inv_prior_var);
+}
+
+// Gradients, for samples z_k = mu + std eps_k with upstream gradients g_z (of
+// z_k) and g_w (of the sample's log-weight). With the prior's score
+// s_k = (z_k - pm) e^-plv (s_k = z_k for N(0, 1)), the gradient reaching z_k is
+// a_k = g_z - g_w s_k, and over the K samples
+//   grad_mu = sum_k a_k
+//   grad_logvar = std / 2 * sum_k a_k eps_k + sum_k g_w / 2
+//   grad_prior_mu = sum_k g_w s_k
+//   grad_prior_logvar = sum_k g_w (s_k (z_k - pm) - 1) / 2
+// (eps_k is noise: the eps^2 of log q has no gradient).
+template <typename T>
+FASTGEN_HOST_DEVICE T log_weight_score(T z, T prior_mu, T inv_prior_var) {
+  return (z - prior_mu) * inv_prior_var;
+}
+
+template <typename T>
+FASTGEN_HOST_DEVICE T log_weight_grad_z(T grad_z, T grad_w, T score) {
+  return grad_z - grad_w * score;
+}
+
+template <typename T>
+FASTGEN_HOST_DEVICE T log_weights_grad_logvar(T logvar, T sum_grad_z_eps, T sum_grad_w) {
+  return reparameterize_grad_logvar(logvar, sum_grad_z_eps) + T(0.5f) * sum_grad_w;
+}
+
+template <typename T>
+FASTGEN_HOST_DEVICE T log_weight_grad_prior_logvar(T grad_w, T score, T diff) {
+  return T(0.5f) * grad_w * (score * diff - T(1.0f));
+}
+
+// ---------------------------------------------------------------- gradient penalty
+// WGAN-GP's per-sample penalty (||g||_2 - c)^2 from the norm of a row.
+template <typename T>
+FASTGEN_HOST_DEVICE T grad_norm_penalty(T norm, T center) {
+  const T diff = norm - center;
+  return diff * diff;
+}
+
+// d/dg of (||g|| - c)^2 is 2 (||g|| - c) g / ||g||: g times this per-row factor
+// (with the upstream gradient folded in); 0 where ||g|| = 0, as torch's norm.
+template <typename T>
+FASTGEN_HOST_DEVICE T grad_norm_penalty_scale(T norm, T center, T grad_out) {
+  return norm == T(0.0f) ? T(0.0f) : T(2.0f) * grad_out * (norm - center) / norm;
+}
+
+// The penalty's interpolate of a real and a fake sample, eps its sample's
+// weight in [0, 1): eps x + (1 - eps) x~.
+template <typename T>
+FASTGEN_HOST_DEVICE T interpolate(T real, T fake, T eps) {
+  return eps * real + (T(1.0f) - eps) * fake;
+}
+
 }  // namespace fastgen

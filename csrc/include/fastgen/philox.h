@@ -81,6 +81,13 @@ FASTGEN_HOST_DEVICE float uint32_to_uniform(uint32_t bits) {
   return static_cast<float>(x) * 4.6566127342e-10f;
 }
 
+// One uniform in [0, 1) per counter, as Triton's tl.rand(seed, offset + i):
+// word 0 of Philox at counter offset + i. The gradient penalty's interpolation
+// weights are this stream, sample i at counter offset + i.
+FASTGEN_HOST_DEVICE float philox_uniform(uint64_t seed, uint64_t counter) {
+  return uint32_to_uniform(philox4x32_10(seed, counter).x[0]);
+}
+
 // Box-Muller on a pair of uniforms, as Triton's pair_uniform_to_normal:
 // r = sqrt(-2 log max(u1, 1e-7)), theta = 2 pi u2, normals r cos theta, r sin theta.
 // T is float on the device and a SIMD vector of floats on the CPU; the
