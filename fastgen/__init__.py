@@ -8,6 +8,8 @@ The fused ops (see design.md and `fastgen.ops`)::
     ll = fastgen.bernoulli_log_likelihood(logits, x)       # sum over the last dim
     ll = fastgen.gaussian_log_likelihood(x, mean, logvar)
     fastgen.clip_weights_(critic, 0.01)                    # WGAN clipping, one launch per group
+    z, log_pq = fastgen.reparameterize_log_weights(mu, logvar, num_samples=K)  # IWAE: log p(z) - log q(z|x)
+    gp = fastgen.gradient_penalty(critic, real, fake)      # WGAN-GP, on the fused grad_norm_penalty
 
 Models, distributions, the trainer and the CLI live in `fastgen.models`,
 `fastgen.distributions`, `fastgen.train` and `fastgen.cli`.

@@ -128,14 +128,31 @@ def _compute_dtype(*tensors: torch.Tensor | None) -> torch.dtype:
     return torch.float32
 
 
+def philox_uniform(numel: int, seed: int | torch.Tensor, offset: int | torch.Tensor = 0, device=None) -> torch.Tensor:
+    """numel float32 uniforms in [0, 1): element i is Triton's tl.rand(seed, offset + i).
+
+    That is word 0 of Philox4x32-10 at counter offset + i, through
+    uint_to_uniform_float: one counter per value (the gradient penalty's
+    interpolation weights, one per sample).
+    """
+    counters = torch.arange(numel, dtype=torch.int64, device=device)
+    counters = counters + torch.as_tensor(offset, dtype=torch.int64, device=device)
+    return _uniform(philox4x32_10(seed, counters)[0])
+
+
+def _noise(like: torch.Tensor, shape, generator) -> torch.Tensor:
+    """float32 N(0, I) noise of `shape` from the stream of like's device (draw_stream)."""
+    numel = math.prod(shape)
+    seed, offset = draw_stream(like, numel, generator)
+    return philox_normal(numel, seed, offset, device=like.device).reshape(shape)
+
+
 def reparameterize(mu, logvar, *, num_samples=None, generator=None):
     """z = mu + exp(logvar / 2) * eps, eps ~ N(0, I); shape (num_samples, *mu.shape) when given."""
     shape = torch.broadcast_shapes(mu.shape, logvar.shape)
     if num_samples is not None:
         shape = (num_samples, *shape)
-    numel = math.prod(shape)
-    seed, offset = draw_stream(mu, numel, generator)
-    eps = philox_normal(numel, seed, offset, device=mu.device).reshape(shape)
+    eps = _noise(mu, shape, generator)
     dtype = torch.promote_types(mu.dtype, logvar.dtype)
     return (mu + torch.exp(0.5 * logvar) * eps.to(_compute_dtype(mu, logvar))).to(dtype)
 
@@ -161,6 +178,77 @@ def reparameterize_kl(mu, logvar, *, num_samples=None, generator=None, event_dim
     """(reparameterize(mu, logvar), per-sample KL(N(mu, e^logvar) || N(0, I)))."""
     z = reparameterize(mu, logvar, num_samples=num_samples, generator=generator)
     return z, gaussian_kl(mu, logvar, event_dims=event_dims)
+
+
+def reparameterize_log_weights(mu, logvar, *, num_samples=None, generator=None, event_dims=1, prior_mu=None,
+                               prior_logvar=None):
+    """(z, log p(z) - log q(z|x)): the samples of reparameterize and, per sample, IWAE's log-weight terms.
+
+    z_k = mu + exp(logvar / 2) eps_k with eps_k the noise of `reparameterize`
+    (the same z for the same generator state), and over the event dims
+    log q(z_k|x) = -1/2 sum(log 2 pi + logvar + eps_k^2),
+    log p(z_k) = -1/2 sum(log 2 pi + prior_logvar + (z_k - prior_mu)^2 e^-prior_logvar)
+    (N(0, I) when the prior is None: -1/2 sum(log 2 pi + z_k^2)).
+    """
+    tensors = [t for t in (mu, logvar, prior_mu, prior_logvar) if t is not None]
+    shape = torch.broadcast_shapes(*(t.shape for t in tensors))
+    samples_shape = shape if num_samples is None else (num_samples, *shape)
+    compute = _compute_dtype(*tensors)
+    eps = _noise(mu, samples_shape, generator).to(compute)
+    mu_c, logvar_c = mu.to(compute).expand(shape), logvar.to(compute).expand(shape)
+    z = mu_c + torch.exp(0.5 * logvar_c) * eps
+    log_q = -0.5 * (LOG_2PI + logvar_c + eps * eps)
+    if prior_mu is None and prior_logvar is None:
+        log_p = -0.5 * (LOG_2PI + z * z)
+    else:
+        pm = torch.zeros((), dtype=compute, device=mu.device) if prior_mu is None else prior_mu.to(compute)
+        plv = torch.zeros((), dtype=compute, device=mu.device) if prior_logvar is None else prior_logvar.to(compute)
+        log_p = -0.5 * (LOG_2PI + plv + (z - pm) ** 2 * torch.exp(-plv))
+    dtype = torch.promote_types(mu.dtype, logvar.dtype)
+    for t in (prior_mu, prior_logvar):
+        dtype = dtype if t is None else torch.promote_types(dtype, t.dtype)
+    return z.to(dtype), _sum_events(log_p - log_q, event_dims)
+
+
+def grad_norm_penalty(grad, center=1.0, event_dims=...):
+    """(||grad||_2 - center)^2, the norm over the last event_dims dims (default ...: every dim but the first)."""
+    if event_dims is ...:
+        event_dims = max(grad.dim() - 1, 0)
+    g = grad.to(_compute_dtype(grad))
+    if event_dims == 0:
+        norm = g.abs()
+    else:
+        norm = torch.linalg.vector_norm(g, dim=tuple(range(g.dim() - event_dims, g.dim())))
+    return (norm - center) ** 2
+
+
+def random_interpolate(real, fake, generator=None):
+    """eps_i real_i + (1 - eps_i) fake_i, one eps_i ~ U[0, 1) per sample i (dim 0), eps_i = tl.rand(seed, offset + i).
+
+    The stream's counters are taken as for 4 normals per sample (draw_stream), so
+    every backend advances a generator alike.
+    """
+    shape = torch.broadcast_shapes(real.shape, fake.shape)
+    rows = shape[0] if len(shape) else 1
+    seed, offset = draw_stream(real, 4 * rows, generator)
+    compute = _compute_dtype(real, fake)
+    weights = philox_uniform(rows, seed, offset, device=real.device).to(compute)
+    weights = weights.reshape(rows, *([1] * (len(shape) - 1))) if len(shape) else weights.reshape(())
+    out = weights * real.to(compute) + (1 - weights) * fake.to(compute)
+    return out.to(torch.promote_types(real.dtype, fake.dtype))
+
+
+def gradient_penalty(critic, real, fake, *, weight=10.0, center=1.0, generator=None):
+    """WGAN-GP: weight * mean_i (||grad_x D(x_i)||_2 - center)^2 at x_i = eps_i real_i + (1 - eps_i) fake_i.
+
+    The gradient is taken with create_graph=True, so the penalty trains the critic.
+    """
+    with torch.enable_grad():
+        interpolate = random_interpolate(real, fake, generator)
+        if not interpolate.requires_grad:
+            interpolate.requires_grad_(True)
+        (grad,) = torch.autograd.grad(critic(interpolate).sum(), interpolate, create_graph=True)
+        return weight * grad_norm_penalty(grad, center).mean()
 
 
 def bernoulli_log_likelihood(logits, target, *, event_dims=1, reduction="none"):

@@ -1,8 +1,9 @@
 """fastgen's Triton kernels (installed as `fastgen.kernels`): the kernel ops of namespace fastgen_triton.
 
 One module per op family, forward and backward kernels side by side:
-`reparameterize` (and reparameterize_kl), `gaussian_kl`,
-`bernoulli_log_likelihood`, `gaussian_log_likelihood`, `clamp`. The shared
+`reparameterize` (and reparameterize_kl), `reparameterize_log_weights`,
+`gaussian_kl`, `bernoulli_log_likelihood`, `gaussian_log_likelihood`,
+`grad_norm_penalty` (and the penalty's random_interpolate), `clamp`. The shared
 formulas and the noise stream are `_math`, the tiling `_tiles`.
 
 `KERNELS` maps each kernel op of csrc/ops (`_gaussian_kl`,
@@ -25,7 +26,15 @@ else:
     TRITON_ERROR = None
 
 if TRITON_ERROR is None:
-    from . import bernoulli_log_likelihood, clamp, gaussian_kl, gaussian_log_likelihood, reparameterize
+    from . import (
+        bernoulli_log_likelihood,
+        clamp,
+        gaussian_kl,
+        gaussian_log_likelihood,
+        grad_norm_penalty,
+        reparameterize,
+        reparameterize_log_weights,
+    )
     from ._tiles import INTERPRET
 
     def _reparameterize(mu, logvar, num_samples, generator):
@@ -50,6 +59,11 @@ if TRITON_ERROR is None:
         "_bernoulli_log_likelihood_backward": bernoulli_log_likelihood.bernoulli_log_likelihood_backward,
         "_gaussian_log_likelihood": gaussian_log_likelihood.gaussian_log_likelihood,
         "_gaussian_log_likelihood_backward": gaussian_log_likelihood.gaussian_log_likelihood_backward,
+        "_reparameterize_log_weights": reparameterize_log_weights.reparameterize_log_weights,
+        "_reparameterize_log_weights_backward": reparameterize_log_weights.reparameterize_log_weights_backward,
+        "_grad_norm_penalty": grad_norm_penalty.grad_norm_penalty,
+        "_grad_norm_penalty_backward": grad_norm_penalty.grad_norm_penalty_backward,
+        "_random_interpolate": grad_norm_penalty.random_interpolate,
         "_clamp_": clamp.clamp_,
     }
     DEVICE_TYPES = ("cuda", "cpu") if INTERPRET else ("cuda",)

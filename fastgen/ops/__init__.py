@@ -21,8 +21,10 @@ from .bernoulli_log_likelihood import bernoulli_log_likelihood
 from .clamp import clamp_, clip_weights_
 from .gaussian_kl import gaussian_kl
 from .gaussian_log_likelihood import gaussian_log_likelihood
+from .grad_norm_penalty import grad_norm_penalty, gradient_penalty
 from .reparameterize import reparameterize
 from .reparameterize_kl import reparameterize_kl
+from .reparameterize_log_weights import reparameterize_log_weights
 
 # What `from fastgen import *` gives (fastgen re-exports it): the public ops
 # and the backend functions.
@@ -35,8 +37,11 @@ __all__ = [
     "gaussian_kl",
     "gaussian_log_likelihood",
     "get_backend",
+    "grad_norm_penalty",
+    "gradient_penalty",
     "reparameterize",
     "reparameterize_kl",
+    "reparameterize_log_weights",
     "set_backend",
     "use_backend",
 ]
