@@ -189,20 +189,25 @@ class GAN(GenerativeModel):
         .. math:: \frac1B \sum_{i=1}^B \left(\left\lVert \nabla_{\hat x} D(\hat x_i)\right\rVert_2 - 1\right)^2,
                   \qquad \hat x_i = \epsilon_i x_i + (1-\epsilon_i)\,\tilde x_i,\quad \epsilon_i \sim U[0, 1].
 
-        One :math:`\epsilon_i` per sample (``mix``, shape ``(B,)``, drawn if not given) and one
-        gradient norm per sample over all its features. The graph is kept
-        (``create_graph=True``) so the penalty trains the critic.
+        One :math:`\epsilon_i` per sample and one gradient norm per sample over all its
+        features. Without ``mix`` the weights are drawn inside ``fastgen.gradient_penalty``'s
+        interpolation kernel from fastgen's noise stream (``generator`` or the default one);
+        ``mix`` (shape ``(B,)``) gives them explicitly. Either way the per-sample penalty is
+        the fused ``fastgen.grad_norm_penalty``, and the graph is kept (``create_graph=True``)
+        so the penalty trains the critic.
         """
         batch = real.shape[0]
+        fake = fake.detach().float()
         if mix is None:
-            mix = torch.rand(batch, generator=generator, device=real.device)
+            return _ops.gradient_penalty(lambda x: self.score(x, y), real.float(), fake, weight=1.0,
+                                         generator=generator)
         if mix.shape != (batch,):
             raise ValueError(f"mix must have shape ({batch},), one weight per sample; got {tuple(mix.shape)}")
         weights = mix.to(torch.float32).reshape(batch, *([1] * (real.dim() - 1)))
-        interpolated = (weights * real.float() + (1 - weights) * fake.detach().float()).requires_grad_(True)
+        interpolated = (weights * real.float() + (1 - weights) * fake).requires_grad_(True)
         scores = self.score(interpolated, y)
         (gradients,) = torch.autograd.grad(scores.sum(), interpolated, create_graph=True)
-        return (gradients.reshape(batch, -1).norm(2, dim=1) - 1).square().mean()
+        return _ops.grad_norm_penalty(gradients).mean()
 
     def discriminator_loss(self, real: Tensor, fake: Tensor, y=None) -> Tensor:
         """Discriminator / critic loss on a real and a generated batch (``fake`` is detached),

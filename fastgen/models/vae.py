@@ -189,12 +189,12 @@ class VAE(GenerativeModel):
         self._check_input(x)
         mean, logvar = self.encode(x, y)
         event_dims = mean.dim() - 1
-        z, kl = _ops.reparameterize_kl(mean, logvar, num_samples=num_samples, generator=generator,
-                                       event_dims=event_dims)
+        # The K samples and their log p(z_k) - log q(z_k|x) in one pass (eps regenerated in backward).
+        z, log_prior_minus_posterior = _ops.reparameterize_log_weights(
+            mean, logvar, num_samples=num_samples, generator=generator, event_dims=event_dims)
+        kl = _ops.gaussian_kl(mean, logvar, event_dims=event_dims)
         reconstruction_ll = self.reconstruction_log_likelihood(self.decode(z, y), x)
-        log_prior = _ops.gaussian_log_likelihood(z, torch.zeros_like(mean), event_dims=event_dims)
-        log_posterior = _ops.gaussian_log_likelihood(z, mean, logvar, event_dims=event_dims)
-        return reconstruction_ll + log_prior - log_posterior, reconstruction_ll, kl.float()
+        return reconstruction_ll + log_prior_minus_posterior, reconstruction_ll, kl.float()
 
     @torch.no_grad()
     def log_likelihood(self, x: Tensor, y: Tensor | None = None, num_samples: int = 1000, *,
@@ -335,7 +335,8 @@ class IWAE(VAE):
     r"""Importance-weighted autoencoder (Burda et al., 2016).
 
     With :math:`K` draws :math:`z_k \sim q(z\mid x)` (all from one fused
-    ``reparameterize_kl(..., num_samples=K)`` call) it maximizes
+    ``reparameterize_log_weights(..., num_samples=K)`` call, which also gives each draw's
+    :math:`\log p(z_k) - \log q(z_k\mid x)`) it maximizes
 
     .. math:: \mathcal L_K(x) = \mathbb E\left[\log \frac1K \sum_{k=1}^K
               \frac{p(x\mid z_k)\,p(z_k)}{q(z_k\mid x)}\right],
