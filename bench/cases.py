@@ -114,6 +114,23 @@ def eager_gaussian_log_likelihood_elementwise(x, mean, logvar):
     return -0.5 * (LOG_2PI + logvar + (x - mean).pow(2) / logvar.exp())
 
 
+def eager_reparameterize_log_weights(mu, logvar):
+    std = torch.exp(0.5 * logvar)
+    eps = torch.randn_like(std)
+    z = mu + eps * std
+    log_q = -0.5 * torch.sum(LOG_2PI + logvar + eps.pow(2), dim=-1)
+    log_p = -0.5 * torch.sum(LOG_2PI + z.pow(2), dim=-1)
+    return z, log_p - log_q
+
+
+def eager_grad_norm_penalty(grad):
+    return (grad.view(grad.shape[0], -1).norm(2, dim=1) - 1) ** 2
+
+
+def eager_grad_norm_penalty_elementwise(grad):
+    return (grad.abs() - 1) ** 2
+
+
 def eager_clamp(x):
     return x.clamp_(-CLIP_VALUE, CLIP_VALUE)
 
@@ -164,6 +181,18 @@ def fused_gaussian_log_likelihood(x, mean, logvar):
 
 def fused_gaussian_log_likelihood_elementwise(x, mean, logvar):
     return _fg().gaussian_log_likelihood(x, mean, logvar, event_dims=0)
+
+
+def fused_reparameterize_log_weights(mu, logvar):
+    return _fg().reparameterize_log_weights(mu, logvar)
+
+
+def fused_grad_norm_penalty(grad):
+    return _fg().grad_norm_penalty(grad)
+
+
+def fused_grad_norm_penalty_elementwise(grad):
+    return _fg().grad_norm_penalty(grad, event_dims=0)
 
 
 def fused_clamp(x):
@@ -249,6 +278,11 @@ def _make_gaussian_ll(B, D, dtype, device):
     return OpInputs((x, mean, lv), (mean, lv))
 
 
+def _make_grad(B, D, dtype, device):
+    grad = _t((B, D), dtype, device, scale=1.0 / math.sqrt(D), grad=True)  # norms near 1, as WGAN-GP's
+    return OpInputs((grad,), (grad,))
+
+
 def _make_clamp(B, D, dtype, device):
     return OpInputs((_t((B, D), dtype, device, scale=2 * CLIP_VALUE),), ())
 
@@ -266,6 +300,8 @@ def _by_mode(mode: str, fwd: int, bwd: int) -> int:
 #   ... learned prior   + (D,) prior_mu, prior_logvar read (2D) and their grads written (2D)
 #   bernoulli_ll        fwd: 2N + R        bwd: read g, logits, target, write glogits = 3N + R
 #   gaussian_ll         fwd: 3N + R        bwd: read g, x, mean, logvar, write 2N   = 5N + R
+#   reparameterize_log_weights  as reparameterize_kl: fwd 3N + R, bwd 5N + R
+#   grad_norm_penalty   fwd: read N, write R   bwd: read g, norm (R each), grad, write N = 2N + 2R
 #   clamp (in place)    read N, write N = 2N
 # fwd and fwd-grad move the same bytes (the ideal kernel saves nothing beyond its inputs).
 def _el_reparameterize(mode, N, R, D):
@@ -290,6 +326,10 @@ def _el_bernoulli(mode, N, R, D):
 
 def _el_gaussian_ll(mode, N, R, D):
     return _by_mode(mode, 3 * N + R, 5 * N + R)
+
+
+def _el_grad_norm_penalty(mode, N, R, D):
+    return _by_mode(mode, N + R, 2 * N + 2 * R)
 
 
 def _el_clamp(mode, N, R, D):
@@ -329,6 +369,15 @@ CASES: List[OpSpec] = [
            eager_gaussian_log_likelihood_elementwise, fused_gaussian_log_likelihood_elementwise,
            _make_gaussian_ll, _el_gaussian_ll, event_dims=0,
            note="per-element logvar, gradients to mean and logvar; " + _ELEMENTWISE),
+    OpSpec("reparameterize_log_weights", "reparameterize_log_weights", eager_reparameterize_log_weights,
+           fused_reparameterize_log_weights, _make_mu_logvar, _el_reparameterize_kl, event_dims=1, random=True,
+           note="one sample: z and log p(z) - log q(z|x), N(0, I) prior"),
+    OpSpec("grad_norm_penalty", "grad_norm_penalty", eager_grad_norm_penalty, fused_grad_norm_penalty,
+           _make_grad, _el_grad_norm_penalty, event_dims=1,
+           note="per-sample (||g|| - 1)^2; eager: view, norm(2, dim=1), - 1, ** 2"),
+    OpSpec("grad_norm_penalty", "grad_norm_penalty", eager_grad_norm_penalty_elementwise,
+           fused_grad_norm_penalty_elementwise, _make_grad, _el_grad_norm_penalty, event_dims=0,
+           note="(|g| - 1)^2; " + _ELEMENTWISE),
     OpSpec("clamp", "clamp_", eager_clamp, fused_clamp, _make_clamp, _el_clamp, modes=("fwd",),
            note="one tensor clamped in place to [-0.01, 0.01] (no autograd: fwd only)"),
 ]

@@ -1,6 +1,7 @@
 """Networks for the end-to-end steps, written inline so the benchmark does not depend on
-``fastgen.models``: the 784-400-20 MLP VAE of the PyTorch VAE example and DCGAN-sized
-WGAN generators/critics at 28x28 (1 channel) and 64x64 (3 channels)."""
+``fastgen.models``: the 784-400-20 MLP VAE of the PyTorch VAE example, DCGAN-sized
+WGAN generators/critics at 28x28 (1 channel) and 64x64 (3 channels), and the WGAN-GP
+critic at 28x28 (layer norm instead of batch norm: the penalty is per sample)."""
 from __future__ import annotations
 
 import torch
@@ -40,6 +41,24 @@ class DCGANCritic28(nn.Module):
             nn.Conv2d(ndf * 2, ndf * 4, 3, 2, 1, bias=False), nn.BatchNorm2d(ndf * 4),
             nn.LeakyReLU(0.2, inplace=True),                                             # 4x4
             nn.Conv2d(ndf * 4, 1, 4, 1, 0, bias=False),                                  # 1x1
+        )
+
+    def forward(self, x):
+        return self.net(x).flatten(1)
+
+
+class WGANGPCritic28(nn.Module):
+    """28x28x1 DCGAN critic with layer normalization (WGAN-GP: no batch norm in the critic)."""
+
+    label = "WGAN-GP critic 28x28"
+
+    def __init__(self, nc: int = 1, ndf: int = 64):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(nc, ndf, 4, 2, 1), nn.LeakyReLU(0.2),                                # 14x14
+            nn.Conv2d(ndf, ndf * 2, 4, 2, 1), nn.LayerNorm([ndf * 2, 7, 7]), nn.LeakyReLU(0.2),  # 7x7
+            nn.Conv2d(ndf * 2, ndf * 4, 3, 2, 1), nn.LayerNorm([ndf * 4, 4, 4]), nn.LeakyReLU(0.2),  # 4x4
+            nn.Conv2d(ndf * 4, 1, 4, 1, 0),                                              # 1x1
         )
 
     def forward(self, x):

@@ -19,7 +19,7 @@ COLUMNS = [
     "timer", "reps", "threads",
 ]
 
-STEP_OPS = ("vae_step", "wgan_step")
+STEP_OPS = ("vae_step", "wgan_step", "iwae_step[K=5]", "iwae_step[K=50]", "wgan_gp_step")
 CLIP_OP = "clip_weights"
 MODE_ORDER = ("fwd", "fwd-grad", "bwd", "full")
 
@@ -234,7 +234,10 @@ def write_markdown(path: Path, rows: List[Dict], *, header: Dict[str, str], note
         lines += ["## End-to-end training steps", "",
                   "`vae_step`: 784-400-20 MLP VAE, Bernoulli decoder, Adam, one step. "
                   "`wgan_step`: one critic step (weight clipping, RMSprop) + one generator step, "
-                  "DCGAN-sized networks. `+cudagraph`: the whole step captured once and replayed.", ""]
+                  "DCGAN-sized networks. `iwae_step[K=k]`: the same VAE trained on the k-sample IWAE "
+                  "bound (fastgen: `reparameterize_log_weights`). `wgan_gp_step`: one WGAN-GP critic "
+                  "step, 28x28 layer-norm critic, lambda = 10 (fastgen: `gradient_penalty`). "
+                  "`+cudagraph`: the whole step captured once and replayed.", ""]
         lines += step_table(rows) + [""]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines), encoding="utf-8")

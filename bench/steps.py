@@ -12,11 +12,25 @@
   ``clip_weights_`` -- the rest of the step is identical, so this row shows what the fused
   clip is worth inside a whole step.
 
+* ``iwae_step``: one Adam step of the same VAE trained on the IWAE bound with K = 5 and
+  K = 50 importance samples (``iwae_step[K=5]``, ``iwae_step[K=50]``). eager: ``randn`` noise
+  of the K samples, ``binary_cross_entropy_with_logits`` and the textbook log p(z) and
+  log q(z|x) sums over the stored samples; fastgen: ``reparameterize_log_weights`` (samples and
+  log p(z) - log q(z|x) in one pass, eps regenerated in backward) + ``bernoulli_log_likelihood``
+  (the batch's pixels broadcast over the K samples, never expanded).
+* ``wgan_gp_step``: one WGAN-GP critic step (G forward without grad, critic loss on real and
+  generated batches, gradient penalty with lambda = 10, Adam) with the layer-norm 28x28
+  critic, batch 64. eager: ``torch.rand`` weights, interpolation, ``autograd.grad(...,
+  create_graph=True)``, ``view(B, -1).norm(2, dim=1)``, ``- 1``, ``** 2``, ``mean``; fastgen:
+  ``fastgen.gradient_penalty`` (weights drawn in the interpolation kernel, the fused
+  ``grad_norm_penalty``).
+
 Both variants start from identical weights and data. Times are per step.
 """
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass
 from typing import Callable, List
 
@@ -25,7 +39,7 @@ import torch.nn.functional as F
 
 from bench import cases
 from bench.models import (DCGANCritic28, DCGANCritic64, DCGANGenerator28, DCGANGenerator64,
-                          MLPVAE)
+                          MLPVAE, WGANGPCritic28)
 
 
 def vae_loss_eager(model: MLPVAE, x: torch.Tensor) -> torch.Tensor:
@@ -46,6 +60,67 @@ def vae_loss_fastgen(model: MLPVAE, x: torch.Tensor) -> torch.Tensor:
     z, kl = fastgen.reparameterize_kl(mu, logvar)
     logits = model.decode(z)
     return -fastgen.bernoulli_log_likelihood(logits, x, reduction="sum") + kl.sum()
+
+
+def iwae_loss_eager(model: MLPVAE, x: torch.Tensor, num_samples: int) -> torch.Tensor:
+    mu, logvar = model.encode(x)
+    std = torch.exp(0.5 * logvar)
+    eps = torch.randn(num_samples, *mu.shape, device=x.device)
+    z = mu + eps * std
+    logits = model.decode(z)
+    log_px = -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none").sum(-1)
+    log_pz = -0.5 * torch.sum(cases.LOG_2PI + z.pow(2), dim=-1)
+    log_qz = -0.5 * torch.sum(cases.LOG_2PI + logvar + eps.pow(2), dim=-1)
+    log_w = log_px + log_pz - log_qz
+    return -(torch.logsumexp(log_w, dim=0) - math.log(num_samples)).mean()
+
+
+def iwae_loss_fastgen(model: MLPVAE, x: torch.Tensor, num_samples: int) -> torch.Tensor:
+    import fastgen
+
+    mu, logvar = model.encode(x)
+    z, log_pz_minus_log_qz = fastgen.reparameterize_log_weights(mu, logvar, num_samples=num_samples)
+    log_w = fastgen.bernoulli_log_likelihood(model.decode(z), x) + log_pz_minus_log_qz
+    return -(torch.logsumexp(log_w, dim=0) - math.log(num_samples)).mean()
+
+
+def make_iwae_step(loss_fn: Callable, num_samples: int, device: torch.device,
+                   batch: int = 128) -> Callable[[], object]:
+    return make_vae_step(lambda model, x: loss_fn(model, x, num_samples), device, batch)
+
+
+def gradient_penalty_eager(critic, real: torch.Tensor, fake: torch.Tensor, weight: float = 10.0) -> torch.Tensor:
+    batch = real.shape[0]
+    alpha = torch.rand(batch, 1, 1, 1, device=real.device)
+    interpolates = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
+    (grad,) = torch.autograd.grad(critic(interpolates).sum(), interpolates, create_graph=True)
+    return weight * ((grad.view(batch, -1).norm(2, dim=1) - 1) ** 2).mean()
+
+
+def gradient_penalty_fastgen(critic, real: torch.Tensor, fake: torch.Tensor, weight: float = 10.0) -> torch.Tensor:
+    import fastgen
+
+    return fastgen.gradient_penalty(critic, real, fake, weight=weight)
+
+
+def make_wgan_gp_critic_step(penalty: Callable, device: torch.device, batch: int = 64,
+                             seed: int = 0) -> Callable[[], object]:
+    """One WGAN-GP critic step: G(z) without grad, D's Wasserstein loss + 10 * penalty, Adam."""
+    torch.manual_seed(seed)
+    G, D = DCGANGenerator28().to(device), WGANGPCritic28().to(device)
+    opt_d = torch.optim.Adam(D.parameters(), lr=1e-4, betas=(0.0, 0.9))
+    real = torch.rand(batch, 1, 28, 28, device=device) * 2 - 1
+
+    def step():
+        opt_d.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            fake = G(torch.randn(batch, G.nz, device=device))
+        loss = D(fake).mean() - D(real).mean() + penalty(D, real, fake)
+        loss.backward()
+        opt_d.step()
+        return loss
+
+    return step
 
 
 def _vae_setup(device, batch, capturable=False, seed=0):
@@ -177,4 +252,15 @@ def step_cases(device: torch.device, fastgen_backends: List[str], *, quick: bool
     for name, loss_fn, clip, ctx in variants:
         out.append(StepCase("wgan_step", name, f"{wb}x{img_s}", wb * img[0] * img[1] * img[2],
                             lambda c=clip: make_wgan_step(c, device, wb), ctx))
+    iwae = [("eager", iwae_loss_eager, gradient_penalty_eager, contextlib.nullcontext)]
+    for b in fastgen_backends:
+        iwae.append((f"fastgen-{b}", iwae_loss_fastgen, gradient_penalty_fastgen,
+                     lambda b=b: cases.fastgen_backend(b)))
+    for k in (5, 50):
+        for name, loss_fn, _, ctx in iwae:
+            out.append(StepCase(f"iwae_step[K={k}]", name, f"{vb}x784", vb * 784,
+                                lambda l=loss_fn, k=k: make_iwae_step(l, k, device, vb), ctx))
+    for name, _, penalty, ctx in iwae:
+        out.append(StepCase("wgan_gp_step", name, f"{wb}x1x28x28", wb * 784,
+                            lambda p=penalty: make_wgan_gp_critic_step(p, device, wb), ctx))
     return out

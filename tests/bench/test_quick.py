@@ -181,6 +181,18 @@ def test_small_sizes_quick(capsys, tmp_path):
         assert "| - |" not in section1 and "-x" not in section1
 
 
+def test_iwae_wgangp_quick(capsys):
+    from bench import iwae_wgangp
+
+    threads = torch.get_num_threads()
+    assert iwae_wgangp.main(["--quick"]) == 0
+    assert torch.get_num_threads() == threads
+    text = capsys.readouterr().out
+    for op in ("reparameterize_log_weights", "reparameterize_log_weights[K=5]", "grad_norm_penalty"):
+        assert f"| {op} | full | 128x20 |" in text
+    assert "| iwae K=5 |" in text and "| wgan_gp critic |" in text
+
+
 @pytest.mark.slow
 def test_quick_run_with_torch_compile(tmp_path):
     """The compile provider (tens of seconds of compilation on a cold cache)."""
