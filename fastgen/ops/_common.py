@@ -130,7 +130,8 @@ _backend = "auto"
 _triton_device_types: tuple[str, ...] = ()
 _triton_loaded = False
 # Per op name, the op to call for a CPU tensor and for a CUDA tensor
-# (route[tensor.is_cuda]), None for the reference. Refilled by set_backend.
+# (route[1 if tensor.is_cuda else 0]: torch 2.11's Dynamo refuses a bool as a
+# list index), None for the reference. Refilled by set_backend.
 ROUTES: dict[str, list[Any]] = {}
 
 

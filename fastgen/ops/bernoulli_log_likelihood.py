@@ -34,7 +34,7 @@ def bernoulli_log_likelihood(
         _common.check_tensors(OP, logits=logits, target=target)
         _common.check_event_dims(OP, event_dims)
         _common.check_reduction(OP, reduction)
-    op = _ROUTE[logits.is_cuda]
+    op = _ROUTE[1 if logits.is_cuda else 0]
     if op is None:
         return _reference(logits, target, event_dims, reduction)
     out = op(logits, target, event_dims, reduction)

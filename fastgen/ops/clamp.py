@@ -75,7 +75,7 @@ def _clamp(op: str, tensors: Any, low: float, high: float) -> None:
     if not tensors:
         return
     first = tensors[0]
-    kernel = _ROUTE[first.is_cuda] if isinstance(first, Tensor) else _ROUTE[0]
+    kernel = _ROUTE[1 if first.is_cuda else 0] if isinstance(first, Tensor) else _ROUTE[0]
     if kernel is None:
         _check_tensors(op, tensors)
         for i, t in enumerate(tensors):

@@ -45,7 +45,7 @@ def gaussian_kl(
         )
         _common.check_event_dims(OP, event_dims)
         _common.check_reduction(OP, reduction)
-    op = _ROUTE[mu.is_cuda]
+    op = _ROUTE[1 if mu.is_cuda else 0]
     if op is None:
         return _reference(mu, logvar, prior_mu, prior_logvar, event_dims, reduction)
     out = op(mu, logvar, prior_mu, prior_logvar, event_dims, reduction)

@@ -38,7 +38,7 @@ def gaussian_log_likelihood(
         _common.check_tensors(OP, ("logvar",), x=x, mean=mean, logvar=logvar)
         _common.check_event_dims(OP, event_dims)
         _common.check_reduction(OP, reduction)
-    op = _ROUTE[x.is_cuda]
+    op = _ROUTE[1 if x.is_cuda else 0]
     if op is None:
         return _reference(x, mean, logvar, event_dims, reduction)
     out = op(x, mean, logvar, event_dims, reduction)

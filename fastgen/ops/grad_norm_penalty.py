@@ -49,7 +49,7 @@ def grad_norm_penalty(grad: Tensor, center: float = 1.0, event_dims=...) -> Tens
         _common.check_tensors(OP, grad=grad)
         center = _check_real(OP, "center", center)
         _common.check_event_dims(OP, event_dims)
-    op = _ROUTE[grad.is_cuda]
+    op = _ROUTE[1 if grad.is_cuda else 0]
     if op is None:
         return _reference(grad, center, event_dims)
     out = op(grad, center, event_dims)
@@ -70,7 +70,7 @@ def random_interpolate(real: Tensor, fake: Tensor, generator: torch.Generator | 
     counter offset + i), seeded from the device's generator or `generator`.
     Gradients flow to `real` and `fake` where they require one.
     """
-    op = _INTERPOLATE_ROUTE[real.is_cuda]
+    op = _INTERPOLATE_ROUTE[1 if real.is_cuda else 0]
     if op is None:
         _, _, device = _common.check_reference_inputs(INTERPOLATE, real=real, fake=fake)
         _common.check_reference_sampling(INTERPOLATE, None, generator, device)

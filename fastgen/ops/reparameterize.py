@@ -37,7 +37,7 @@ def reparameterize(
     ):
         _common.check_tensors(OP, mu=mu, logvar=logvar)
         _common.check_sampling(OP, num_samples, generator)
-    op = _ROUTE[mu.is_cuda]
+    op = _ROUTE[1 if mu.is_cuda else 0]
     if op is None:
         return _reference(mu, logvar, num_samples, generator)
     return op(mu, logvar, num_samples, generator)

@@ -39,7 +39,7 @@ def reparameterize_kl(
         _common.check_tensors(OP, mu=mu, logvar=logvar)
         _common.check_sampling(OP, num_samples, generator)
         _common.check_event_dims(OP, event_dims)
-    op = _ROUTE[mu.is_cuda]
+    op = _ROUTE[1 if mu.is_cuda else 0]
     if op is None:
         return _reference(mu, logvar, num_samples, generator, event_dims)
     z, kl = op(mu, logvar, num_samples, event_dims, generator)

@@ -56,7 +56,7 @@ def reparameterize_log_weights(
         )
         _common.check_sampling(OP, num_samples, generator)
         _common.check_event_dims(OP, event_dims)
-    op = _ROUTE[mu.is_cuda]
+    op = _ROUTE[1 if mu.is_cuda else 0]
     if op is None:
         return _reference(mu, logvar, num_samples, generator, event_dims, prior_mu, prior_logvar)
     z, log_weights = op(mu, logvar, prior_mu, prior_logvar, num_samples, event_dims, generator)

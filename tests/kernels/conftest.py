@@ -11,6 +11,7 @@ same tests run the compiled kernels on CUDA tensors, and the CUDA-only tests
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 import torch
@@ -24,6 +25,30 @@ try:
     from fastgen.kernels import _tiles
 except ImportError:  # no Triton: the test modules skip themselves (pytest.importorskip)
     _tiles = None
+
+
+def _release(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", version)[:2])
+
+
+if _tiles is not None and _tiles.INTERPRET:
+    import numpy
+    import triton
+    from triton.runtime import interpreter
+
+    if _release(triton.__version__) < (3, 7) and _release(numpy.__version__) >= (2, 4):
+        # Triton < 3.7's interpreter gives a scalar (say a kernel argument n in range(n))
+        # as int() of a 1-element array, which NumPy >= 2.4 refuses: every such kernel
+        # fails with InterpreterError: TypeError('only 0-dimensional arrays can be
+        # converted to Python scalars') (triton-lang/triton#9171). Put the later
+        # Triton's __index__ (#9172) in place for the interpreted runs.
+        _patch_lang_tensor = interpreter._patch_lang_tensor
+
+        def _patch_lang_tensor_fixed(tensor, scope):
+            _patch_lang_tensor(tensor, scope)
+            scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.squeeze()))
+
+        interpreter._patch_lang_tensor = _patch_lang_tensor_fixed
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 NOT_INTERPRETED = (
