@@ -126,7 +126,12 @@ class Distribution(nn.Module):
         repeated = sorted({n for n in var + cond_var if (var + cond_var).count(n) > 1})
         if repeated:
             raise DistributionError(f"{owner}: variables {repeated} appear more than once in var + cond_var")
+        if len(var) != 1 and self.family != "Joint":
+            raise DistributionError(f"{owner}: a {self.family} is over one variable, got var={var}; "
+                                    f"multiply distributions (p(a) * p(b|a)) for several")
         self._var = var
+        self._var0 = var[0]
+        self._base_id = id(self)
         self._cond_var = cond_var
         self._cond_tuple = tuple(cond_var)
         self._forward_names = self._cond_tuple  # the keywords forward takes (a renamed view keeps them)
@@ -135,8 +140,7 @@ class Distribution(nn.Module):
         self._event_dims = len(self._features_shape) or None
         self._check_forward_signature()
         self._fixed: dict[str, Tensor] = {}
-        self._std_normal_key = None
-        self._std_normal = False
+        self._std_cache = None
         given = {key: value for key, value in params.items() if value is not None}
         if not cond_var and not self._features_shape and given:
             # an unconditioned distribution is over tensors shaped like its parameters
@@ -153,6 +157,9 @@ class Distribution(nn.Module):
                                     f"{self._param_sets_text()}")
         for key, value in given.items():
             self._set_fixed(key, value)
+        # only an unconditioned distribution with fixed (buffer) parameters can be N(0, I)
+        self._std_never = bool(cond_var) or type(self).forward is not Distribution.forward \
+            or any(isinstance(v, nn.Parameter) for v in self._fixed.values())
         if not cond_var and type(self).forward is Distribution.forward:
             keys = frozenset(self._fixed)
             if keys not in self.param_sets:
@@ -180,7 +187,8 @@ class Distribution(nn.Module):
 
     def _fixed_values(self) -> dict[str, Tensor]:
         # buffers move with .to(); read them back from the module, not from the dict
-        return {key: getattr(self, key) for key in self._fixed}
+        buffers, parameters = self._buffers, self._parameters
+        return {key: buffers[key] if key in buffers else parameters[key] for key in self._fixed}
 
     def _check_forward_signature(self) -> None:
         forward = type(self).forward
@@ -285,6 +293,29 @@ class Distribution(nn.Module):
         """The distribution that owns the network (a renamed view returns the one it renames)."""
         return self._origin if self._origin is not None else self
 
+    def _entry(self, x_dict: Mapping, ctx: EvalContext) -> list:
+        """``[normalized params, inputs, fused slot]`` of this evaluation for the inputs in ``x_dict``.
+
+        One entry per (network, input tensors): every term of a loss that reads the same
+        distribution on the same tensors shares it, so the network runs once.
+        """
+        names = self._cond_tuple
+        try:
+            if len(names) == 1:
+                inputs = (x_dict[names[0]],)
+                key = (self._base_id, id(inputs[0]))
+            elif names:
+                inputs = tuple([x_dict[n] for n in names])
+                key = (self._base_id,) + tuple([id(t) for t in inputs])
+            else:
+                inputs, key = (), (self._base_id,)
+        except KeyError as error:
+            raise self._missing(error.args[0], x_dict) from None
+        entry = ctx.params.get(key)
+        if entry is None:
+            entry = ctx.params[key] = [self._normalize(self._raw_params(inputs)), inputs, None]
+        return entry
+
     def _gather(self, x_dict: Mapping) -> tuple:
         try:
             return tuple([x_dict[n] for n in self._cond_tuple])
@@ -301,8 +332,11 @@ class Distribution(nn.Module):
 
     def _raw_params(self, inputs: tuple) -> dict[str, Tensor]:
         """``forward``'s output for the conditioning tensors ``inputs``, keys checked."""
-        if self._forward_names:
-            out = self(**dict(zip(self._forward_names, inputs)))
+        names = self._forward_names
+        if len(names) == 1:
+            out = self(**{names[0]: inputs[0]})
+        elif names:
+            out = self(**dict(zip(names, inputs)))
         else:
             out = self.forward()
         if type(out) is not dict:
@@ -323,15 +357,9 @@ class Distribution(nn.Module):
 
     def params(self, x_dict: Mapping, ctx: EvalContext | None = None) -> tuple:
         """Normalized parameters (the family's kernel inputs) for ``x_dict``, cached in ``ctx``."""
-        inputs = self._gather(x_dict)
         if ctx is None:
-            return self._normalize(self._raw_params(inputs))
-        key = (id(self._base()),) + tuple([id(t) for t in inputs])
-        entry = ctx.params.get(key)
-        if entry is None:
-            entry = (self._normalize(self._raw_params(inputs)), inputs)
-            ctx.params[key] = entry
-        return entry[0]
+            return self._normalize(self._raw_params(self._gather(x_dict)))
+        return self._entry(x_dict, ctx)[0]
 
     def get_params(self, x_dict: Mapping | None = None) -> dict[str, Tensor]:
         """The parameters ``forward`` returns for the conditioning variables in ``x_dict``."""
@@ -372,12 +400,12 @@ class Distribution(nn.Module):
     def _sample_into(self, x_dict: dict, ctx: EvalContext, reparam: bool, batch_n: int | None = None,
                      num_samples: int | None = None) -> dict:
         """Draw this distribution's variable given ``x_dict``; returns the new variables."""
-        params = self.params(x_dict, ctx)
+        entry = self._entry(x_dict, ctx)
         if not self._cond_tuple:
-            params = self._expand(params, x_dict, batch_n)
-        if num_samples is None and reparam and self._fusable(ctx):
-            return {self._var[0]: self._fused_sample(params, ctx, x_dict)}
-        return {self._var[0]: self._draw(params, reparam, ctx, num_samples)}
+            return {self._var0: self._draw(self._expand(entry[0], x_dict, batch_n), reparam, ctx, num_samples)}
+        if num_samples is None and reparam and self._base_id in ctx.fusable:
+            return {self._var0: self._fused_sample(entry, ctx)}
+        return {self._var0: self._draw(entry[0], reparam, ctx, num_samples)}
 
     def _expand(self, params: tuple, x_dict: Mapping, batch_n: int | None) -> tuple:
         if batch_n is None:
@@ -385,12 +413,9 @@ class Distribution(nn.Module):
         shape = (batch_n,) + tuple(self._features_shape or params[0].shape)
         return tuple(p.expand(shape) for p in params)
 
-    def _fusable(self, ctx: EvalContext) -> bool:
-        return False
-
     def _log_prob_of(self, x_dict: Mapping, ctx: EvalContext) -> Tensor:
-        params = self.params(x_dict, ctx)
-        name = self._var[0]
+        params = self._entry(x_dict, ctx)[0]
+        name = self._var0
         try:
             value = x_dict[name]
         except KeyError:
@@ -478,7 +503,9 @@ class Distribution(nn.Module):
         view._cond_var = [names.get(v, v) for v in self._cond_var]
         view._cond_tuple = tuple(view._cond_var)
         view._origin = self._base()
-        view._std_normal_key = None
+        view._base_id = id(view._origin)
+        view._var0 = view._var[0]
+        view._std_cache = None
         all_names = view._var + view._cond_var
         if len(set(all_names)) != len(all_names):
             raise DistributionError(f"{self.text_name}: replace_var({names}) gives two variables the same name")
@@ -589,48 +616,42 @@ class Normal(Distribution):
     # -- N(0, I) and the fused sample + KL --------------------------------------------------------
     def is_standard(self) -> bool:
         """Whether this is an unconditioned, fixed N(0, I) (the KL to it is the cheapest)."""
-        if self._cond_tuple or type(self).forward is not Distribution.forward:
+        if self._cond_tuple or self._std_never:
             return False
-        values = self._fixed_values()
-        loc = values["loc"]
-        spread_key = "scale" if "scale" in values else "logvar"
-        spread = values[spread_key]
-        if loc.requires_grad or spread.requires_grad:
-            return False
-        key = (loc.data_ptr(), loc._version, spread.data_ptr(), spread._version, loc.device)
-        if key != self._std_normal_key:
-            target = 1.0 if spread_key == "scale" else 0.0
-            self._std_normal = bool((loc == 0).all()) and bool((spread == target).all())
-            self._std_normal_key = key
-        return self._std_normal
+        buffers = self._buffers
+        loc = buffers["loc"]
+        spread = buffers.get("scale")
+        if spread is None:
+            spread = buffers["logvar"]
+        cache = self._std_cache
+        if cache is None or cache[0] is not loc or cache[1] is not spread or cache[2] != loc._version \
+                or cache[3] != spread._version:
+            target = 1.0 if "scale" in buffers else 0.0
+            result = bool((loc == 0).all()) and bool((spread == target).all())
+            cache = self._std_cache = (loc, spread, loc._version, spread._version, result)
+        return cache[4]
 
-    def _fusable(self, ctx: EvalContext) -> bool:
-        return id(self._base()) in ctx.fusable
-
-    def _fused(self, params: tuple, ctx: EvalContext, x_dict: Mapping) -> list:
-        """The ``[z or None, kl]`` slot of the fused sample + KL for these inputs (created on demand)."""
-        inputs = self._gather(x_dict)
-        key = (id(self._base()),) + tuple([id(t) for t in inputs])
-        slot = ctx.fused.get(key)
+    def _fused_slot(self, entry: list, ctx: EvalContext) -> list:
+        """``[z or None, kl]``: the fused sample and KL to N(0, I) of this entry (drawn on first use)."""
+        slot = entry[2]
         if slot is None:
-            loc, logvar = params
+            loc, logvar = entry[0]
             if loc.shape != logvar.shape:
                 loc, logvar = torch.broadcast_tensors(loc, logvar)
             z, kl = _ops.reparameterize_kl(loc, logvar, generator=ctx.generator, event_dims=self.event_dims(loc))
-            slot = [z, kl, inputs]
-            ctx.fused[key] = slot
+            slot = entry[2] = [z, kl]
         return slot
 
-    def _fused_sample(self, params: tuple, ctx: EvalContext, x_dict: Mapping) -> Tensor:
-        slot = self._fused(params, ctx, x_dict)
+    def _fused_sample(self, entry: list, ctx: EvalContext) -> Tensor:
+        slot = self._fused_slot(entry, ctx)
         z = slot[0]
         if z is None:  # another term took the fused sample: this one draws its own
-            return self._draw(params, True, ctx)
+            return self._draw(entry[0], True, ctx)
         slot[0] = None
         return z
 
-    def _fused_kl(self, params: tuple, ctx: EvalContext, x_dict: Mapping) -> Tensor:
-        return self._fused(params, ctx, x_dict)[1]
+    def _fused_kl(self, entry: list, ctx: EvalContext) -> Tensor:
+        return self._fused_slot(entry, ctx)[1]
 
 
 class Bernoulli(Distribution):
@@ -794,8 +815,9 @@ class Joint(Distribution):
         self._name = name or (names.pop() if len(names) == 1 else "p")
         self._var, self._cond_var, self._cond_tuple = var, cond, tuple(cond)
         self._forward_names, self._origin = (), None
+        self._var0, self._base_id = var[0], id(self)
         self._features_shape, self._event_dims = torch.Size(), None
-        self._fixed, self._std_normal_key, self._std_normal = {}, None, False
+        self._fixed, self._std_cache, self._std_never = {}, None, True
         self._text_order = flat
         self.factors = nn.ModuleList(order)
 

@@ -70,6 +70,8 @@ class Loss:
     """
 
     _precedence = _ATOM
+    #: ``_eval_negated(x_dict, ctx)`` gives ``-value`` without a negation op, where a loss has one
+    _eval_negated = None
 
     def __init__(self, input_var=()) -> None:
         self._input_var = _unique(input_var)
@@ -198,6 +200,8 @@ class _Binary(Loss):
         # numbers stay Python numbers: torch takes them without building a tensor each call
         self._a_const = a.value if isinstance(a, Constant) and not isinstance(a.value, Tensor) else None
         self._b_const = b.value if isinstance(b, Constant) and not isinstance(b.value, Tensor) else None
+        # a + (-c) is computed as a - c (and a - (-c) as a + c): one op fewer, in backward too
+        self._b_negated = symbol in "+-" and self._b_const is None and b._eval_negated is not None
 
     def _children(self):
         return (self.a, self.b)
@@ -218,6 +222,9 @@ class _Binary(Loss):
     def _eval(self, x_dict, ctx):
         symbol = self.symbol
         a = self._a_const if self._a_const is not None else self.a._eval(x_dict, ctx)
+        if self._b_negated:
+            c = self.b._eval_negated(x_dict, ctx)
+            return a - c if symbol == "+" else a + c
         b = self._b_const if self._b_const is not None else self.b._eval(x_dict, ctx)
         if symbol == "+":
             return a + b
@@ -233,6 +240,8 @@ class _Unary(Loss):
         super().__init__(a._input_var)
         self.a, self.kind = a, kind
         self._precedence = _UNARY if kind == "neg" else _ATOM
+        if kind == "neg":
+            self._eval_negated = self._neg_inner
 
     def _children(self):
         return (self.a,)
@@ -244,6 +253,9 @@ class _Unary(Loss):
         if self.kind == "abs":
             return f"|{inner}|"
         return f"{self.kind}({inner})"
+
+    def _neg_inner(self, x_dict, ctx):
+        return self.a._eval(x_dict, ctx)
 
     def _eval(self, x_dict, ctx):
         value = self.a._eval(x_dict, ctx)
@@ -352,12 +364,13 @@ class KullbackLeibler(Loss):
         if self._estimate is not None:
             return self._estimate._eval(x_dict, ctx)
         p, q = self.p, self.q
-        params = p.params(x_dict, ctx)
+        entry = p._entry(x_dict, ctx)
+        params = entry[0]
         family = self._family[0]
         if family == "Normal":
             if q.is_standard():
-                if id(p._base()) in ctx.fusable:
-                    return p._fused_kl(params, ctx, x_dict)
+                if p._base_id in ctx.fusable:
+                    return p._fused_kl(entry, ctx)
                 loc, logvar = params
                 return _ops.gaussian_kl(loc, logvar, event_dims=p.event_dims(loc))
             loc, logvar = params
@@ -462,6 +475,8 @@ class StochasticReconstructionLoss(Expectation):
     variable the encoder provides.
     """
 
+    _precedence = _UNARY  # its text is a negation
+
     def __init__(self, encoder: Distribution, decoder: Distribution) -> None:
         _require_distribution(encoder, "StochasticReconstructionLoss", "encoder")
         _require_distribution(decoder, "StochasticReconstructionLoss", "decoder")
@@ -470,14 +485,18 @@ class StochasticReconstructionLoss(Expectation):
                             f"not conditioned on any variable the encoder provides ({encoder._var})")
         self.decoder = decoder
         super().__init__(encoder, -LogProb(decoder), method="sample")
+        self._eval_negated = self._log_likelihood
 
     def _text(self) -> str:
         return f"-E_{{{self.p.prob_text}}}[log {self.decoder.prob_text}]"
 
     def _eval(self, x_dict, ctx):
+        return -self._log_likelihood(x_dict, ctx)
+
+    def _log_likelihood(self, x_dict, ctx):
         p = self.p
         drawn = p._sample_into(x_dict, ctx, p.reparameterizable)
-        return -self.decoder._log_prob_of({**x_dict, **drawn}, ctx)
+        return self.decoder._log_prob_of({**x_dict, **drawn}, ctx)
 
 
 class Terms:
@@ -519,11 +538,12 @@ def _fusion_plan(roots) -> frozenset:
         node = stack.pop()
         if isinstance(node, KullbackLeibler) and node._estimate is None and node._family == ("Normal", "Normal") \
                 and not node.q._cond_var and not isinstance(node.q, Joint):
-            kl_of.add(id(node.p._base()))
+            if node.p._cond_var:
+                kl_of.add(node.p._base_id)
         if isinstance(node, Expectation) and node.method == "sample":
             for factor in (node.p.factors if isinstance(node.p, Joint) else [node.p]):
                 if isinstance(factor, Normal):
-                    sampled.add(id(factor._base()))
+                    sampled.add(factor._base_id)
         stack.extend(node._children())
     return frozenset(kl_of & sampled)
 

@@ -55,6 +55,7 @@ class Model:
                 seen.add(id(p))
                 params.append(p)
         self._params = params
+        self._modules_list = list(self.distributions)
         self.optimizer = optimizer(params, **dict(optimizer_params or {})) if params else None
         self.clip_norm = clip_grad_norm
         self.clip_value = clip_grad_value
@@ -65,7 +66,9 @@ class Model:
 
         Keyword arguments go to ``loss.eval`` (``generator=``).
         """
-        self.distributions.train()
+        for d in self._modules_list:
+            if not d.training:  # after test(), or set by hand: back to training mode
+                d.train()
         optimizer = self.optimizer
         if optimizer is None:
             raise LossError("Model.train: the distributions have no parameters to train")
