@@ -810,9 +810,8 @@ class Joint(Distribution):
         cond = []
         for f in order:
             cond += [c for c in f._cond_var if c not in provided and c not in cond]
-        names = {f.name for f in flat}
         nn.Module.__init__(self)
-        self._name = name or (names.pop() if len(names) == 1 else "p")
+        self._name = name or flat[0].name  # p(x|z) * p_prior(z) is p(x,z); q(y|x) * q(z|x,y) is q(y,z|x)
         self._var, self._cond_var, self._cond_tuple = var, cond, tuple(cond)
         self._forward_names, self._origin = (), None
         self._var0, self._base_id = var[0], id(self)
