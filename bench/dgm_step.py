@@ -3,8 +3,9 @@
 One Adam step (zero_grad, loss, backward, step) of the seed's VAE -- ``Inference(Normal)``
 ``x -> 512 -> 512 -> (loc, softplus scale)``, ``Generator(Bernoulli)``
 ``z -> 512 -> 512 -> sigmoid probs``, prior N(0, I), loss ``mean(KL + reconstruction)`` -- at
-batch 128 on one CPU thread, for the seed's MNIST size (``x_dim=784, z_dim=64``) and the
-digits size (``x_dim=64``). Providers, all on identical weights and data, each with its own
+batch 128 on one CPU thread, for the seed's MNIST size (``x_dim=784, z_dim=64``), the
+digits size (``x_dim=64``) and, to show what the Python layer costs where the networks cost
+little, the same model with 32 hidden units and ``z_dim=8``. Providers, all on identical weights and data, each with its own
 networks and Adam:
 
 * ``dgm``: the seed's code on ``fastgen.dgm`` (``Model.train``);
@@ -164,20 +165,24 @@ def _eager_step(fresh, x, z_dim):
 _BUILDERS = {"dgm": _dgm_step, "fastgen": _fastgen_step, "torch.distributions": _td_step, "eager": _eager_step}
 
 
-def measure(sizes=((784, 64), (64, 64)), batch: int = 128, cfg: TimerConfig | None = None, log=print) -> list[dict]:
+SIZES = ((784, 64, 512), (64, 64, 512), (64, 8, 32))
+
+
+def measure(sizes=SIZES, batch: int = 128, cfg: TimerConfig | None = None, log=print) -> list[dict]:
     cfg = cfg or TimerConfig(warmup=5, min_reps=60, max_reps=400, min_time_s=6.0, target_sample_s=0.0)
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     rows = []
     try:
-        for x_dim, z_dim in sizes:
-            steps = make_steps(x_dim, z_dim, batch)
+        for x_dim, z_dim, hidden in sizes:
+            steps = make_steps(x_dim, z_dim, batch, hidden)
+            label = f"{x_dim}-{hidden}-{hidden}-{z_dim}"
             stats = time_cpu_interleaved([(_null, steps[name]) for name in PROVIDERS], cfg)
             base = stats[PROVIDERS.index("fastgen")].median_ms
             for name, s in zip(PROVIDERS, stats):
-                rows.append({"model": f"{x_dim}-512-512-{z_dim}", "provider": name, "median_ms": s.median_ms,
+                rows.append({"model": label, "provider": name, "median_ms": s.median_ms,
                              "p20_ms": s.p20_ms, "p80_ms": s.p80_ms, "reps": s.reps, "ratio": s.median_ms / base})
-                log(f"{x_dim}-512-512-{z_dim} {name:>20}: {s.median_ms:.3f} ms ({s.median_ms / base:.3f}x)")
+                log(f"{label} {name:>20}: {s.median_ms:.3f} ms ({s.median_ms / base:.3f}x)")
     finally:
         torch.set_num_threads(previous)
     return rows
@@ -208,9 +213,9 @@ def main(argv=None) -> int:
     cfg = TimerConfig.quick() if args.quick else None
     rows = measure(cfg=cfg, log=(lambda *a: None) if args.quick else print)
     text = table(rows)
-    info = env.collect() if hasattr(env, "collect") else {}
-    header = "One thread, thread CPU time, providers interleaved; " + \
-        ", ".join(f"{k}={v}" for k, v in info.items() if k in ("device_name", "torch", "fastgen", "date"))
+    versions = env.versions()
+    header = (f"{env.cpu_model()}, torch {versions['torch']}, fastgen {versions['fastgen']}, {env.now_iso()}; "
+              f"one thread, thread CPU time, providers interleaved, medians")
     print(header)
     print(text)
     if args.out:

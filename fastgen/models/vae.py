@@ -9,9 +9,13 @@ evidence lower bound of one sample is
                        - \mathrm{KL}\left(q_\phi(z\mid x)\,\|\,p(z)\right) \le \log p_\theta(x),
 
 estimated with one reparameterized draw :math:`z = \mu + e^{\frac12\log\sigma^2}\epsilon`. The
-draw and the analytic KL come from one fused pass (``fastgen.reparameterize_kl``), the
-reconstruction term from ``fastgen.bernoulli_log_likelihood`` (decoder emits logits) or
-``fastgen.gaussian_log_likelihood``.
+objective is evaluated by ``fastgen.dgm``, the one place a VAE objective is computed: the
+encoder is the distribution :math:`q(z\mid x)` (a ``fastgen.dgm.Normal`` from its mean and
+log-variance), the decoder :math:`p(x\mid z)` (a ``Bernoulli`` from logits, or a ``Normal``),
+and ``loss`` evaluates ``KullbackLeibler(q, N(0, I))`` and ``StochasticReconstructionLoss(q, p)``
+together -- so the draw and the analytic KL come from one fused pass
+(``fastgen.reparameterize_kl``) and the reconstruction term from
+``fastgen.bernoulli_log_likelihood`` or ``fastgen.gaussian_log_likelihood``.
 
 Every ``loss`` returns a :class:`VAELoss` of scalars, each a **sum over features and a mean
 over the batch**, in nats:
@@ -32,6 +36,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from fastgen import dgm as _dgm
 from fastgen import ops as _ops
 
 from .base import GenerativeModel, OptimizerFactory, one_hot_labels
@@ -152,15 +157,33 @@ class VAE(GenerativeModel):
 
     def reconstruction_log_likelihood(self, output, x: Tensor) -> Tensor:
         r""":math:`\log p_\theta(x\mid z)` summed over the features of ``x``; shape ``output``'s lead."""
-        event_dims = x.dim() - 1
-        if self.likelihood == "bernoulli":
-            return _ops.bernoulli_log_likelihood(output.float(), x.float(), event_dims=event_dims)
-        if isinstance(output, tuple):
-            mean, logvar = output[0].float(), output[1].float()
-        else:
-            mean = output.float()
-            logvar = self.observation_logvar.float().expand_as(mean)
-        return _ops.gaussian_log_likelihood(x.float(), mean, logvar, event_dims=event_dims)
+        likelihood = self.distributions().p
+        return likelihood._log_prob(likelihood._normalize(likelihood.params_of(output)), x)
+
+    # -- the model as fastgen.dgm distributions and losses -------------------------------------
+    def distributions(self) -> "VAEDistributions":
+        r"""The model as ``fastgen.dgm`` distributions and the terms of its objective (built once).
+
+        ``q`` is :math:`q(z\mid x)` (:math:`q(z\mid x, c)` with the one-hot labels ``c`` of a
+        conditional model), ``p`` is :math:`p(x\mid z)`, ``prior`` :math:`\mathcal N(0, I)`;
+        ``terms`` evaluates ``kl`` and ``reconstruction`` per sample in one pass.
+        They call this model's networks (through DDP while distributed) and hold no
+        parameters of their own, so ``state_dict`` is unchanged.
+        """
+        parts = self.__dict__.get("_dgm_parts")
+        if parts is None:
+            conditional = bool(self.num_classes)
+            q = _Posterior(self, conditional)
+            p = (_BernoulliLikelihood if self.likelihood == "bernoulli" else _GaussianLikelihood)(self, conditional)
+            prior = _dgm.Normal(loc=0.0, scale=1.0, var=["z"], features_shape=[self.latent_dim], name="p")
+            terms = _dgm.Terms(kl=_dgm.KullbackLeibler(q, prior),
+                               reconstruction=_dgm.StochasticReconstructionLoss(q, p))
+            parts = self.__dict__["_dgm_parts"] = VAEDistributions(q, p, prior, terms)
+        return parts
+
+    def _variables(self, x: Tensor, y: Tensor | None) -> dict[str, Tensor]:
+        condition = self._condition(y, x.shape[:1], x.device)
+        return {"x": x} if condition is None else {"x": x, "c": condition}
 
     def _check_input(self, x: Tensor) -> None:
         if not isinstance(x, Tensor) or not x.is_floating_point():
@@ -172,10 +195,9 @@ class VAE(GenerativeModel):
     def loss(self, x: Tensor, y: Tensor | None = None, *, generator: torch.Generator | None = None) -> VAELoss:
         """Single-sample ELBO of a batch; ``loss`` is ``reconstruction + beta * kl``."""
         self._check_input(x)
-        mean, logvar = self.encode(x, y)
-        z, kl = _ops.reparameterize_kl(mean, logvar, generator=generator, event_dims=mean.dim() - 1)
-        reconstruction = -self.reconstruction_log_likelihood(self.decode(z, y), x).mean()
-        kl = kl.float().mean()
+        terms = self.distributions().terms.eval(self._variables(x, y), generator=generator)
+        reconstruction = terms["reconstruction"].mean()
+        kl = terms["kl"].float().mean()
         return VAELoss(loss=reconstruction + self.beta * kl, elbo=-(reconstruction + kl), kl=kl,
                        reconstruction=reconstruction)
 
@@ -267,6 +289,67 @@ class VAE(GenerativeModel):
                 nll = -self.log_likelihood(x, labels, self.eval_num_samples, generator=generator).mean()
                 metrics["nll"] = float(nll)
         return metrics
+
+
+class VAEDistributions(NamedTuple):
+    """A VAE as ``fastgen.dgm`` distributions: ``q(z|x)``, ``p(x|z)``, the prior and the objective's terms."""
+
+    q: _dgm.Normal
+    p: _dgm.Distribution
+    prior: _dgm.Normal
+    terms: _dgm.Terms
+
+
+class _Posterior(_dgm.Normal):
+    """q(z|x) or q(z|x,c): the model's encoder, ``(mean, logvar)`` in float32."""
+
+    def __init__(self, owner: VAE, conditional: bool) -> None:
+        super().__init__(var=["z"], cond_var=["x", "c"] if conditional else ["x"], name="q")
+        object.__setattr__(self, "_owner", owner)  # not a child module: the model owns its networks
+
+    def forward(self, x, c=None):
+        mean, logvar = self._owner._call("encoder", x, c)
+        return {"loc": mean.float(), "logvar": logvar.float()}
+
+
+class _BernoulliLikelihood(_dgm.Bernoulli):
+    """p(x|z) or p(x|z,c) from the decoder's logits; the data may be soft, in any float dtype."""
+
+    def __init__(self, owner: VAE, conditional: bool) -> None:
+        super().__init__(var=["x"], cond_var=["z", "c"] if conditional else ["z"], name="p")
+        object.__setattr__(self, "_owner", owner)
+
+    def forward(self, z, c=None):
+        return self.params_of(self._owner._call("decoder", z, c))
+
+    @staticmethod
+    def params_of(output) -> dict[str, Tensor]:
+        return {"logits": output.float()}
+
+    def _log_prob(self, params, value):
+        # summed over the features of x; the decoder's output may carry more leading dims (K draws)
+        return _ops.bernoulli_log_likelihood(params[0], value.float(), event_dims=value.dim() - 1)
+
+
+class _GaussianLikelihood(_dgm.Normal):
+    """p(x|z) or p(x|z,c) from the decoder's mean (and log-variance, or the model's ``observation_logvar``)."""
+
+    def __init__(self, owner: VAE, conditional: bool) -> None:
+        super().__init__(var=["x"], cond_var=["z", "c"] if conditional else ["z"], name="p")
+        object.__setattr__(self, "_owner", owner)
+
+    def forward(self, z, c=None):
+        return self.params_of(self._owner._call("decoder", z, c))
+
+    def params_of(self, output) -> dict[str, Tensor]:
+        if isinstance(output, tuple):
+            return {"loc": output[0].float(), "logvar": output[1].float()}
+        mean = output.float()
+        return {"loc": mean, "logvar": self._owner.observation_logvar.float().expand_as(mean)}
+
+    def _log_prob(self, params, value):
+        loc, logvar = params
+        return _ops.gaussian_log_likelihood(value.float(), loc, logvar, event_dims=value.dim() - 1)
 
 
 def _widths(hidden: int | Sequence[int]) -> tuple[int, ...]:

@@ -285,3 +285,50 @@ def test_non_finite_loss_stops_before_the_update():
     with pytest.raises(FloatingPointError, match="non-finite loss"):
         model.step(torch.full((4, *SHAPE), float("nan")))
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+# -- the objective is evaluated by fastgen.dgm ----------------------------------------------------
+
+def _hand_written_loss(model, x, y, generator):
+    """The single-sample ELBO written with fastgen's ops (what VAE.loss computed before fastgen.dgm)."""
+    import fastgen
+
+    condition = model._condition(y, x.shape[:1], x.device)
+    mean, logvar = model._call("encoder", x, condition)
+    z, kl = fastgen.reparameterize_kl(mean.float(), logvar.float(), generator=generator)
+    output = model._call("decoder", z, condition)
+    if model.likelihood == "bernoulli":
+        ll = fastgen.bernoulli_log_likelihood(output.float(), x, event_dims=x.dim() - 1)
+    else:
+        logvar_x = model.observation_logvar.expand_as(output)
+        ll = fastgen.gaussian_log_likelihood(x, output, logvar_x, event_dims=x.dim() - 1)
+    return kl.mean(), -ll.mean()
+
+
+@pytest.mark.parametrize("name", ["vae-mlp", "vae-conv", "vae-gaussian", "beta-vae", "cvae"])
+def test_loss_is_the_fastgen_dgm_objective(name):
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Ops(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.names = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.names.append(func.__name__.split(".")[0])
+            return func(*args, **(kwargs or {}))
+
+    torch.manual_seed(0)
+    model = FACTORIES[name]()
+    x, y = torch.rand(6, *SHAPE), torch.arange(6) % 10
+    labels = y if model.num_classes else None
+    parts = model.distributions()
+    assert parts.q.prob_text == ("q(z|x,c)" if model.num_classes else "q(z|x)")
+    assert list(parts.q.parameters()) == [] and "q." not in "".join(model.state_dict())
+    with Ops() as ops:
+        out = model.loss(x, labels, generator=torch.Generator().manual_seed(4))
+    assert ops.names.count("_reparameterize_kl") == 1 and "_gaussian_kl" not in ops.names
+    kl, reconstruction = _hand_written_loss(model, x, labels, torch.Generator().manual_seed(4))
+    torch.testing.assert_close(out.kl, kl)
+    torch.testing.assert_close(out.reconstruction, reconstruction)
+    torch.testing.assert_close(out.loss, reconstruction + model.beta * kl)
