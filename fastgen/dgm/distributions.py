@@ -66,19 +66,18 @@ class DistributionError(ValueError):
 class EvalContext:
     """What one evaluation (one ``loss.eval`` / ``sample`` call) shares between its terms.
 
-    * ``params``: the normalized parameters of every distribution already computed for the
-      same input tensors, so a network runs once per evaluation however many terms read it;
-    * ``fused``: distributions whose reparameterized sample and KL to N(0, I) come from one
-      ``reparameterize_kl`` call (chosen once per loss, see ``fastgen.dgm.losses``), with the
-      sample (until a term takes it) and the KL;
+    * ``params``: per (network, input tensors), ``[normalized parameters, inputs, fused slot]``,
+      so a network runs once per evaluation however many terms read it; the slot holds the
+      draw (until a term takes it) and the KL to N(0, I) of one ``reparameterize_kl`` call;
+    * ``fusable``: the distributions whose draw and KL to N(0, I) are fused that way (chosen
+      once per loss, see ``fastgen.dgm.losses``);
     * ``generator``: the torch generator every draw uses (``None``: the device's default).
     """
 
-    __slots__ = ("params", "fused", "fusable", "generator")
+    __slots__ = ("params", "fusable", "generator")
 
     def __init__(self, generator: torch.Generator | None = None, fusable: frozenset = frozenset()) -> None:
         self.params: dict = {}
-        self.fused: dict = {}
         self.fusable = fusable
         self.generator = generator
 
@@ -89,10 +88,6 @@ def _names(value, argument: str, owner: str) -> list[str]:
     if not isinstance(value, (list, tuple)) or not all(isinstance(name, str) and name for name in value):
         raise DistributionError(f"{owner}: {argument} must be a list of variable names (strings), got {value!r}")
     return list(value)
-
-
-def _shape(shape) -> tuple:
-    return tuple(shape)
 
 
 def _fmt_shape(shape) -> str:
@@ -136,7 +131,7 @@ class Distribution(nn.Module):
         self._cond_tuple = tuple(cond_var)
         self._forward_names = self._cond_tuple  # the keywords forward takes (a renamed view keeps them)
         self._origin = None  # the distribution a renamed view shares its network with
-        self._features_shape = torch.Size(_shape(features_shape))
+        self._features_shape = torch.Size(tuple(features_shape))
         self._event_dims = len(self._features_shape) or None
         self._check_forward_signature()
         self._fixed: dict[str, Tensor] = {}
@@ -192,6 +187,10 @@ class Distribution(nn.Module):
 
     def _check_forward_signature(self) -> None:
         forward = type(self).forward
+        if forward is Distribution.forward and self._cond_var:
+            raise DistributionError(f"{self.text_name} is conditioned on {self._cond_var}: subclass {self.family} "
+                                    f"and define forward({', '.join(self._cond_var)}) returning its parameters "
+                                    f"({self._param_sets_text()})")
         if forward is Distribution.forward or not self._cond_var:
             return
         try:
@@ -269,8 +268,8 @@ class Distribution(nn.Module):
     def __str__(self) -> str:
         lines = ["Distribution:", "  " + self.prob_joint_factorized_and_text, "Network architecture:"]
         for factor in self._factors():
-            lines += ["  " + line for line in f"{factor.family}(name={factor.name}, var={factor.var}, " \
-                      f"cond_var={factor.cond_var}, features_shape={tuple(factor.features_shape)})".splitlines()]
+            lines.append(f"  {factor.family}(name={factor.name}, var={factor.var}, cond_var={factor.cond_var}, "
+                         f"features_shape={tuple(factor.features_shape)})")
             body = nn.Module.__repr__(factor).splitlines()
             if len(body) > 1:
                 lines += ["    " + line for line in body[1:-1]]

@@ -1,6 +1,6 @@
 # The seed's VAE cell (seeds/000_b580ceec37384085.txt, In [19] and In [32]) as written there, with
 # two changes only: its imports point at fastgen.dgm instead of pixyz, and x_dim is the digits'
-# 64 pixels instead of MNIST's 784. tests/dgm/test_seed_example.py runs it with exec() after
+# 64 pixels instead of MNIST's 784. tests/dgm/test_dgm_seed_example.py runs it with exec() after
 # defining what the seed's earlier cell defines (torch, nn, F, optim, tqdm, train_loader).
 from fastgen.dgm.distributions import Normal, Bernoulli
 from fastgen.dgm.losses import KullbackLeibler, StochasticReconstructionLoss

@@ -202,6 +202,8 @@ def test_construction_errors():
 
     with pytest.raises(DistributionError, match=r"Normal q\(z\|x\): NoX.forward\(image\) must take.*\['x'\]"):
         NoX()
+    with pytest.raises(DistributionError, match=r"Normal q\(z\|x\) is conditioned on \['x'\]: subclass Normal"):
+        dgm.Normal(var=["z"], cond_var=["x"], name="q")
     with pytest.raises(DistributionError, match="appear more than once"):
         dgm.Normal(var=["z"], cond_var=["z"])
     with pytest.raises(DistributionError, match="parameters must be given"):
