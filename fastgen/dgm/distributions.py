@@ -152,9 +152,12 @@ class Distribution(nn.Module):
                                     f"{self._param_sets_text()}")
         for key, value in given.items():
             self._set_fixed(key, value)
+        overridden = type(self).forward is not Distribution.forward
+        # parameters given at construction complete what a forward returns (a fixed scale, say)
+        self._merge_fixed = bool(self._fixed) and overridden
         # only an unconditioned distribution with fixed (buffer) parameters can be N(0, I)
-        self._std_never = bool(cond_var) or type(self).forward is not Distribution.forward \
-            or any(isinstance(v, nn.Parameter) for v in self._fixed.values())
+        self._std_never = bool(cond_var) or overridden or any(isinstance(v, nn.Parameter)
+                                                                for v in self._fixed.values())
         if not cond_var and type(self).forward is Distribution.forward:
             keys = frozenset(self._fixed)
             if keys not in self.param_sets:
@@ -343,7 +346,7 @@ class Distribution(nn.Module):
                 raise DistributionError(f"{self.text_name}: forward must return a dict of parameters "
                                         f"({self._param_sets_text()}), got {type(out).__name__}")
             out = dict(out)
-        if self._fixed and self._forward_names:
+        if self._merge_fixed:
             out = {**self._fixed_values(), **out}
         return out
 
@@ -815,7 +818,7 @@ class Joint(Distribution):
         self._forward_names, self._origin = (), None
         self._var0, self._base_id = var[0], id(self)
         self._features_shape, self._event_dims = torch.Size(), None
-        self._fixed, self._std_cache, self._std_never = {}, None, True
+        self._fixed, self._std_cache, self._std_never, self._merge_fixed = {}, None, True, False
         self._text_order = flat
         self.factors = nn.ModuleList(order)
 

@@ -337,7 +337,7 @@ class KullbackLeibler(Loss):
     estimate :math:`\mathbb E_{p}[\log p - \log q]` instead.
     """
 
-    def __init__(self, p: Distribution, q: Distribution, dim=None, analytical: bool = True) -> None:
+    def __init__(self, p: Distribution, q: Distribution, analytical: bool = True) -> None:
         self.p = _require_distribution(p, "KullbackLeibler", "p")
         self.q = _require_distribution(q, "KullbackLeibler", "q")
         if sorted(p._var) != sorted(q._var):

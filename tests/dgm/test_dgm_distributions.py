@@ -108,6 +108,24 @@ def test_unconditioned_parameters_fixed_or_learnable():
                                td.Independent(td.Normal(torch.ones(5), torch.ones(5)), 1).log_prob(z))
 
 
+def test_a_fixed_parameter_completes_what_forward_returns():
+    class Decoder(dgm.Normal):
+        def __init__(self):
+            super().__init__(cond_var=["z"], var=["x"], name="p", scale=0.5)
+            self.fc = nn.Linear(3, 6)
+
+        def forward(self, z):
+            return {"loc": self.fc(z)}
+
+    torch.manual_seed(0)
+    p, z, x = Decoder(), torch.randn(4, 3), torch.randn(4, 6)
+    loc = p.fc(z)
+    assert set(p.get_params({"z": z})) == {"loc", "scale"}
+    torch.testing.assert_close(p.get_log_prob({"z": z, "x": x}),
+                               td.Independent(td.Normal(loc, torch.full_like(loc, 0.5)), 1).log_prob(x))
+    assert p.sample({"z": z})["x"].shape == (4, 6)
+
+
 def test_joint_factorization_sampling_and_log_prob(vae_parts):
     q, p, prior, x = vae_parts
     joint = p * prior
