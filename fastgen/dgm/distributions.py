@@ -447,6 +447,13 @@ class Distribution(nn.Module):
         out.update(new)
         return out
 
+    def sample_mean(self, x_dict: Mapping | Tensor | None = None) -> Tensor:
+        """The mean of the distribution given the conditioning variables (``loc``, or the probabilities)."""
+        return self._mean(self.params(_as_dict(self, x_dict)))
+
+    def _mean(self, params: tuple) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError(f"{self.text_name} has no mean here")
+
     def _sample_all(self, x_dict: dict, ctx: EvalContext, reparam: bool, batch_n, num_samples) -> dict:
         if reparam or not torch.is_grad_enabled():
             return self._sample_into(x_dict, ctx, reparam, batch_n, num_samples)
@@ -594,6 +601,9 @@ class Normal(Distribution):
         if self._features_shape:
             self._check_features("loc", loc)
 
+    def _mean(self, params: tuple) -> Tensor:
+        return params[0]
+
     def _log_prob(self, params: tuple, value: Tensor) -> Tensor:
         loc, logvar = params
         return _ops.gaussian_log_likelihood(value, loc, logvar, event_dims=self.event_dims(value))
@@ -695,6 +705,9 @@ class Bernoulli(Distribution):
             return (logits,)
         raise self._bad_keys(out)
 
+    def _mean(self, params: tuple) -> Tensor:
+        return torch.sigmoid(params[0])
+
     def _log_prob(self, params: tuple, value: Tensor) -> Tensor:
         return _ops.bernoulli_log_likelihood(params[0], value, event_dims=self.event_dims(value))
 
@@ -754,7 +767,7 @@ class Categorical(Distribution):
             return (log_probs,)
         raise self._bad_keys(out)
 
-    def probs_of(self, params: tuple) -> Tensor:
+    def _mean(self, params: tuple) -> Tensor:
         return torch.exp(params[0])
 
     def _check_value(self, name: str, value: Tensor, like: Tensor) -> None:

@@ -27,6 +27,7 @@ def test_normal_sample_is_fastgen_reparameterize_and_log_prob_matches_torch(vae_
     reference = td.Independent(td.Normal(params["loc"], params["scale"]), 1).log_prob(drawn["z"])
     torch.testing.assert_close(q.get_log_prob({"x": x, "z": drawn["z"]}), reference)
     assert not q.sample({"x": x})["z"].requires_grad  # reparam=False: no gradient
+    torch.testing.assert_close(q.sample_mean({"x": x}), params["loc"])
     assert q.sample({"x": x}, return_all=False).keys() == {"z"}
 
 
@@ -49,6 +50,7 @@ def test_bernoulli_log_prob_from_probs_or_logits(probs):
     z, x = torch.randn(6, 3), torch.rand(6, 12)
     params = p.get_params({"z": z})
     reference = td.Independent(td.Bernoulli(validate_args=False, **params), 1).log_prob(x)
+    torch.testing.assert_close(p.sample_mean({"z": z}), td.Bernoulli(validate_args=False, **params).mean)
     torch.testing.assert_close(p.get_log_prob({"x": x, "z": z}), reference, rtol=1e-5, atol=1e-4)
 
 
@@ -83,6 +85,7 @@ def test_categorical_log_prob_entropy_and_sampling():
     reference = td.Categorical(logits=logits)
     torch.testing.assert_close(q.get_log_prob({"x": x, "y": y}), reference.log_prob(y.argmax(-1)))
     torch.testing.assert_close(q.get_entropy({"x": x}), reference.entropy())
+    torch.testing.assert_close(q.sample_mean({"x": x}), torch.softmax(logits, -1))
     drawn = q.sample({"x": x})["y"]
     assert drawn.shape == (7, 4) and torch.equal(drawn.sum(-1), torch.ones(7))
     prior = dgm.Categorical(probs=torch.full((4,), 0.25), var=["y"], name="p")
