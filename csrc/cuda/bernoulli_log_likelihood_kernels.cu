@@ -39,12 +39,11 @@ struct BernoulliBackward : NoLaunchWork {
   RowOperand<T> logits, target;
   T* grad_logits;
   T* grad_target;  // null: not wanted
-  int64_t cols;
+  int64_t cols;  // columns of a row
 
   template <int N, bool ALIGNED>
-  __device__ void apply(int64_t first, int valid) const {
+  __device__ void apply(int64_t first, int valid, RowCursor at) const {
     using Acc = acc_t<T>;
-    const RowCursor at(first, cols);
     Acc g[N], x[N], t[N];
     row_values<N, ALIGNED>(grad, at, cols, valid, g);
     load_elements<N, ALIGNED>(logits, at, cols, valid, x);
@@ -87,7 +86,7 @@ cudaError_t bernoulli_log_likelihood_backward(const Launch& launch, Dtype dtype,
     op.cols = rows.cols;
     const bool aligned = rows.cols % kVec<T> == 0 && aligned16(logits) && aligned16(target) &&
                          aligned16(grad_logits) && (grad_target == nullptr || aligned16(grad_target));
-    return for_each_group<kVec<T>>(launch, op, rows.rows * rows.cols, aligned);
+    return for_each_row_group<kVec<T>>(launch, op, rows, aligned);
   });
 }
 

@@ -1,27 +1,47 @@
 // CUDA kernel of clamp_: every tensor of a list clamped in place by one
-// launch (a multi-tensor apply). The tensors' pointers and sizes and a map
-// from block to (tensor, chunk) travel in the kernel's argument struct; a
-// list that does not fit one struct takes as many launches as it fills.
+// launch (a multi-tensor apply). The tensors' pointers and sizes and the
+// running count of their chunks travel in the kernel's argument struct; the
+// grid is as many blocks as the device keeps resident, each taking chunks
+// grid-stride and finding a chunk's tensor by binary search. So one launch
+// covers any sizes; only a list longer than one struct holds (1360 tensors,
+// 160 with a toolkit before CUDA 12.1) takes more launches.
+#include <vector>
+
 #include "kernel_utils.cuh"
 
 namespace fastgen::cuda {
 namespace {
 
-constexpr int kMaxTensors = 110;
-constexpr int kMaxBlocks = 320;
-constexpr int64_t kChunk = 65536;  // elements per block
+// Tensors per launch: 24 bytes each of kernel parameters. Every architecture
+// takes 4 KB of parameters; Volta and later take 32,764 bytes when built and
+// run with CUDA 12.1 or later (torch's CUDA builds need a newer driver anyway).
+constexpr int kSmallList = 160;
+#if defined(CUDART_VERSION) && CUDART_VERSION >= 12010
+constexpr int kLargeList = 1360;
+#else
+constexpr int kLargeList = kSmallList;
+#endif
 
-template <typename T>
+// Elements of a chunk: a multiple of a block's widest vector pass (256
+// threads x 8 halves), sized per launch so that the resident blocks get
+// about four chunks each (balance across uneven tensors), within these bounds.
+constexpr int64_t kChunkQuantum = static_cast<int64_t>(kThreads) * 8;
+constexpr int64_t kMinChunk = kChunkQuantum;
+constexpr int64_t kMaxChunk = 65536;
+constexpr int64_t kChunksPerBlock = 4;
+
+template <typename T, int CAPACITY>
 struct ClampArgs {
-  T* data[kMaxTensors];
-  int64_t numel[kMaxTensors];
-  unsigned char block_tensor[kMaxBlocks];
-  int32_t block_chunk[kMaxBlocks];
+  T* data[CAPACITY];
+  int64_t numel[CAPACITY];
+  int64_t first_chunk[CAPACITY];  // chunks of the tensors before this one
+  int64_t chunks;                 // chunks of all `count` tensors
+  int64_t chunk;                  // elements per chunk, a multiple of kChunkQuantum
+  int count;
 };
-// Kernel parameters are limited to 4 KB on every architecture we build for;
-// the bounds follow the struct.
-static_assert(sizeof(ClampArgs<double>) + 2 * sizeof(double) <= 4096, "clamp arguments exceed 4 KB");
-static_assert(kMaxTensors <= 256, "block_tensor is a byte");
+static_assert(sizeof(ClampArgs<double, kSmallList>) + 2 * sizeof(double) <= 4096, "clamp arguments exceed 4 KB");
+static_assert(sizeof(ClampArgs<double, kLargeList>) + 2 * sizeof(double) <= 32764,
+              "clamp arguments exceed 32,764 bytes");
 
 // NaN stays NaN, as with torch.clamp: both comparisons are false for it.
 template <typename Acc>
@@ -29,71 +49,102 @@ __device__ __forceinline__ Acc clamp_value(Acc x, Acc low, Acc high) {
   return x < low ? low : (x > high ? high : x);
 }
 
-template <typename T>
-__global__ void __launch_bounds__(kThreads) clamp_kernel(ClampArgs<T> args, double min, double max) {
+// __grid_constant__: the struct is read in place from parameter memory (a
+// by-value struct indexed at run time would otherwise be copied per thread).
+template <typename T, int CAPACITY>
+__global__ void __launch_bounds__(kThreads)
+    clamp_kernel(const __grid_constant__ ClampArgs<T, CAPACITY> args, double min, double max) {
   using Acc = acc_t<T>;
   constexpr int N = kVec<T>;
   // The bounds as T, like the CPU kernel's: a value is clamped to a representable bound.
   const Acc low = to_acc(from_acc<T>(static_cast<Acc>(min)));
   const Acc high = to_acc(from_acc<T>(static_cast<Acc>(max)));
-  const int t = args.block_tensor[blockIdx.x];
-  T* data = args.data[t];
-  const int64_t begin = static_cast<int64_t>(args.block_chunk[blockIdx.x]) * kChunk;
-  const int64_t end = begin + kChunk < args.numel[t] ? begin + kChunk : args.numel[t];
-  // Chunks start at multiples of kChunk, so an aligned tensor has aligned chunks.
-  int64_t scalar_begin = begin;
-  if (reinterpret_cast<uintptr_t>(data) % 16 == 0) {
-    scalar_begin = end - (end - begin) % N;
-    for (int64_t i = begin + static_cast<int64_t>(threadIdx.x) * N; i < scalar_begin;
-         i += static_cast<int64_t>(kThreads) * N) {
-      Acc values[N];
-      load<N, true>(data + i, N, values);
+  int t = 0;
+  for (int64_t c = blockIdx.x; c < args.chunks; c += gridDim.x) {
+    // The last tensor whose first chunk is at most c (first_chunk increases;
+    // chunks only grow, so the search starts at the previous answer).
+    int high_t = args.count - 1;
+    while (t < high_t) {
+      const int middle = (t + high_t + 1) / 2;
+      if (args.first_chunk[middle] <= c) {
+        t = middle;
+      } else {
+        high_t = middle - 1;
+      }
+    }
+    T* data = args.data[t];
+    const int64_t begin = (c - args.first_chunk[t]) * args.chunk;
+    const int64_t end = begin + args.chunk < args.numel[t] ? begin + args.chunk : args.numel[t];
+    // Chunks start at multiples of kChunkQuantum, so an aligned tensor has aligned chunks.
+    int64_t scalar_begin = begin;
+    if (reinterpret_cast<uintptr_t>(data) % 16 == 0) {
+      scalar_begin = end - (end - begin) % N;
+      for (int64_t i = begin + static_cast<int64_t>(threadIdx.x) * N; i < scalar_begin;
+           i += static_cast<int64_t>(kThreads) * N) {
+        Acc values[N];
+        load<N, true>(data + i, N, values);
 #pragma unroll
-      for (int v = 0; v < N; ++v) values[v] = clamp_value(values[v], low, high);
-      store<N, true>(data + i, N, values);
+        for (int v = 0; v < N; ++v) values[v] = clamp_value(values[v], low, high);
+        store<N, true>(data + i, N, values);
+      }
+    }
+    for (int64_t i = scalar_begin + threadIdx.x; i < end; i += kThreads) {
+      data[i] = from_acc<T>(clamp_value(to_acc(data[i]), low, high));
     }
   }
-  for (int64_t i = scalar_begin + threadIdx.x; i < end; i += kThreads) {
-    data[i] = from_acc<T>(clamp_value(to_acc(data[i]), low, high));
+}
+
+// One launch over tensors [begin, end) of the list (none empty, at most CAPACITY).
+template <typename T, int CAPACITY>
+cudaError_t clamp_launch(const Launch& launch, void* const* tensors, const int64_t* numels, const int64_t* nonempty,
+                         int64_t begin, int64_t end, double min, double max) {
+  constexpr auto kernel = clamp_kernel<T, CAPACITY>;
+  ClampArgs<T, CAPACITY> args;
+  int64_t elements = 0;
+  for (int64_t i = begin; i < end; ++i) elements += numels[nonempty[i]];
+  const int64_t resident = static_cast<int64_t>(grid_for<kernel>(launch, INT64_MAX));
+  int64_t chunk = ceil_div(ceil_div(elements, resident * kChunksPerBlock), kChunkQuantum) * kChunkQuantum;
+  chunk = chunk < kMinChunk ? kMinChunk : (chunk > kMaxChunk ? kMaxChunk : chunk);
+  int64_t chunks = 0;
+  args.count = static_cast<int>(end - begin);
+  for (int64_t i = begin; i < end; ++i) {
+    const int j = static_cast<int>(i - begin);
+    args.data[j] = static_cast<T*>(tensors[nonempty[i]]);
+    args.numel[j] = numels[nonempty[i]];
+    args.first_chunk[j] = chunks;
+    chunks += ceil_div(args.numel[j], chunk);
   }
+  args.chunks = chunks;
+  args.chunk = chunk;
+  const int64_t grid = chunks < resident ? chunks : resident;
+  kernel<<<static_cast<unsigned>(grid), kThreads, 0, launch.stream>>>(args, min, max);
+  return cudaGetLastError();
 }
 
 template <typename T>
 cudaError_t clamp_typed(const Launch& launch, void* const* tensors, const int64_t* numels, int64_t count,
                         double min, double max) {
-  ClampArgs<T> args;
-  int tensors_held = 0;
-  int blocks = 0;
+  // The non-empty tensors' indices, in order.
+  std::vector<int64_t> indices;
+  indices.reserve(static_cast<size_t>(count));
   for (int64_t t = 0; t < count; ++t) {
-    if (numels[t] == 0) continue;
-    args.data[tensors_held] = static_cast<T*>(tensors[t]);
-    args.numel[tensors_held] = numels[t];
-    ++tensors_held;
-    const int64_t chunks = ceil_div(numels[t], kChunk);
-    for (int64_t chunk = 0; chunk < chunks; ++chunk) {
-      args.block_tensor[blocks] = static_cast<unsigned char>(tensors_held - 1);
-      args.block_chunk[blocks] = static_cast<int32_t>(chunk);
-      ++blocks;
-      const bool last_chunk = chunk == chunks - 1;
-      if (blocks < kMaxBlocks && !(last_chunk && tensors_held == kMaxTensors)) continue;
-      clamp_kernel<T><<<blocks, kThreads, 0, launch.stream>>>(args, min, max);
-      if (const cudaError_t error = cudaGetLastError(); error != cudaSuccess) return error;
-      blocks = 0;
-      if (last_chunk) {
-        tensors_held = 0;
-      } else {
-        // The rest of this tensor goes on in the next launch, as its first tensor.
-        args.data[0] = args.data[tensors_held - 1];
-        args.numel[0] = args.numel[tensors_held - 1];
-        tensors_held = 1;
-      }
+    if (numels[t] > 0) indices.push_back(t);
+  }
+  const int64_t* nonempty = indices.data();
+  const int64_t n = static_cast<int64_t>(indices.size());
+  cudaError_t error = cudaSuccess;
+  for (int64_t begin = 0; begin < n && error == cudaSuccess;) {
+    const int64_t left = n - begin;
+    if (left <= kSmallList) {
+      error = clamp_launch<T, kSmallList>(launch, tensors, numels, nonempty, begin, n, min, max);
+      begin = n;
+    } else {
+      const int64_t end = left < kLargeList ? n : begin + kLargeList;
+      error = clamp_launch<T, kLargeList>(launch, tensors, numels, nonempty, begin, end, min, max);
+      begin = end;
     }
   }
-  if (blocks > 0) {
-    clamp_kernel<T><<<blocks, kThreads, 0, launch.stream>>>(args, min, max);
-    return cudaGetLastError();
-  }
-  return cudaSuccess;
+  return error;
 }
 
 }  // namespace

@@ -56,12 +56,11 @@ struct GaussianKlBackward : NoLaunchWork {
   T* grad_mu;
   T* grad_logvar;
   T* grad_prior_logvar;  // null: not wanted
-  int64_t cols;
+  int64_t cols;  // columns of a row
 
   template <int N, bool ALIGNED>
-  __device__ void apply(int64_t first, int valid) const {
+  __device__ void apply(int64_t first, int valid, RowCursor at) const {
     using Acc = acc_t<T>;
-    const RowCursor at(first, cols);
     Acc g[N], m[N], lv[N], pm[N], plv[N];
     row_values<N, ALIGNED>(grad, at, cols, valid, g);
     load_elements<N, ALIGNED>(mu, at, cols, valid, m);
@@ -116,7 +115,7 @@ cudaError_t gaussian_kl_backward(const Launch& launch, Dtype dtype, Rows rows, c
     const bool aligned = rows.cols % kVec<T> == 0 && aligned16(mu) && aligned16(logvar) && aligned16(prior_mu) &&
                          aligned16(prior_logvar) && aligned16(grad_mu) && aligned16(grad_logvar) &&
                          (grad_prior_logvar == nullptr || aligned16(grad_prior_logvar));
-    return for_each_group<kVec<T>>(launch, op, rows.rows * rows.cols, aligned);
+    return for_each_row_group<kVec<T>>(launch, op, rows, aligned);
   });
 }
 

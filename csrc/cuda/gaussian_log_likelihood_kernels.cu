@@ -51,12 +51,11 @@ struct GaussianLogProbBackward : NoLaunchWork {
   RowOperand<T> x, mean, logvar;
   T* grad_x;
   T* grad_logvar;  // null exactly when logvar is absent
-  int64_t cols;
+  int64_t cols;  // columns of a row
 
   template <int N, bool ALIGNED>
-  __device__ void apply(int64_t first, int valid) const {
+  __device__ void apply(int64_t first, int valid, RowCursor at) const {
     using Acc = acc_t<T>;
-    const RowCursor at(first, cols);
     Acc g[N], xv[N], mv[N], gx[N];
     row_values<N, ALIGNED>(grad, at, cols, valid, g);
     load_elements<N, ALIGNED>(x, at, cols, valid, xv);
@@ -110,7 +109,7 @@ cudaError_t gaussian_log_likelihood_backward(const Launch& launch, Dtype dtype, 
     op.cols = rows.cols;
     const bool aligned = rows.cols % kVec<T> == 0 && aligned16(x) && aligned16(mean) && aligned16(logvar) &&
                          aligned16(grad_x) && (grad_logvar == nullptr || aligned16(grad_logvar));
-    return for_each_group<kVec<T>>(launch, op, rows.rows * rows.cols, aligned);
+    return for_each_row_group<kVec<T>>(launch, op, rows, aligned);
   });
 }
 

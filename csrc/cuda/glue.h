@@ -39,14 +39,12 @@ inline Dtype dtype_of(const at::Tensor& t, const char* op) {
 }
 
 // The current stream of the current device (set by the op's CUDAGuard) and
-// the size of that device (attribute queries are cheap host calls).
+// the number of SMs of that device (an attribute query is a cheap host call).
 inline Launch current_launch() {
   const int device = c10::cuda::current_device();
   int sm_count = 0;
-  int max_threads_per_sm = 0;
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device));
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&max_threads_per_sm, cudaDevAttrMaxThreadsPerMultiProcessor, device));
-  return {c10::cuda::getCurrentCUDAStream().stream(), sm_count, max_threads_per_sm};
+  return {c10::cuda::getCurrentCUDAStream().stream(), device, sm_count};
 }
 
 inline Operand operand_of(const at::Tensor& t) {

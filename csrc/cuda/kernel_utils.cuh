@@ -10,6 +10,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cstdint>
 #include <type_traits>
 
@@ -120,6 +121,20 @@ __device__ __forceinline__ int group_valid(int64_t first, int64_t end, int n) {
 
 // ------------------------------------------------------------------- rows
 
+// a / b and a % b of non-negative indices. 64-bit division is a subroutine
+// call of some 70 instructions (and the registers it saves around the call
+// spill in the float64 kernels); 32-bit division is inlined and a fraction
+// of that. Indices below 2^32 take it, so only tensors beyond 2^32 elements
+// pay for the 64-bit path.
+__device__ __forceinline__ int64_t index_div(int64_t a, int64_t b) {
+  if (((a | b) >> 32) == 0) return static_cast<uint32_t>(a) / static_cast<uint32_t>(b);
+  return a / b;
+}
+__device__ __forceinline__ int64_t index_mod(int64_t a, int64_t b) {
+  if (((a | b) >> 32) == 0) return static_cast<uint32_t>(a) % static_cast<uint32_t>(b);
+  return a % b;
+}
+
 // A row operand on the device (launch.h's Operand): its data repeat every
 // period_rows rows, so row r starts at row r % period_rows, which equals
 // element (r * cols) % period. The common periods (every row: a full operand;
@@ -136,25 +151,45 @@ struct RowOperand {
 
   __device__ __forceinline__ bool defined() const { return data != nullptr; }
   __device__ __forceinline__ const T* row(int64_t r, int64_t cols) const {
-    const int64_t period_row = r < period_rows ? r : (period_rows == 1 ? 0 : r % period_rows);
+    const int64_t period_row = r < period_rows ? r : (period_rows == 1 ? 0 : index_mod(r, period_rows));
     return data + period_row * cols;
   }
 };
 
 inline bool aligned16(Operand op) { return op.data == nullptr || aligned16(op.data); }
 
-// The (row, column) of consecutive elements of a rows x cols array, stepped
-// without a division per element.
+// A step of `rows` rows and `cols` columns (cols below the array's columns):
+// the grid stride of a kernel over a rows x cols array, divided once on the host.
+struct RowStep {
+  int64_t rows;
+  int64_t cols;
+};
+
+inline RowStep row_step(int64_t elements, int64_t cols) {
+  return cols > 0 ? RowStep{elements / cols, elements % cols} : RowStep{0, 0};
+}
+
+// The (row, column) of an element of a rows x cols array: one division where
+// a thread starts, then stepped without any (next: one element; advance: a
+// grid stride).
 struct RowCursor {
   int64_t row;
   int64_t col;
 
-  __device__ __forceinline__ RowCursor(int64_t element, int64_t cols) : row(element / cols) {
+  __device__ __forceinline__ RowCursor(int64_t element, int64_t cols) : row(index_div(element, cols)) {
     col = element - row * cols;
   }
   __device__ __forceinline__ void next(int64_t cols) {
     if (++col == cols) {
       col = 0;
+      ++row;
+    }
+  }
+  __device__ __forceinline__ void advance(RowStep step, int64_t cols) {
+    row += step.rows;
+    col += step.cols;
+    if (col >= cols) {
+      col -= cols;
       ++row;
     }
   }
@@ -174,10 +209,13 @@ __device__ __forceinline__ void load_elements(const RowOperand<T>& op, RowCursor
   if constexpr (ALIGNED) {
     load<N, true>(op.row(at.row, cols) + at.col, valid, out);
   } else {
+    // The row's start is looked up again only where the group crosses into the next row.
+    const T* row = op.row(at.row, cols);
 #pragma unroll
     for (int i = 0; i < N; ++i) {
-      out[i] = i < valid ? to_acc(op.row(at.row, cols)[at.col]) : acc_t<T>(0);
+      out[i] = i < valid ? to_acc(row[at.col]) : acc_t<T>(0);
       at.next(cols);
+      if (at.col == 0 && i + 1 < valid) row = op.row(at.row, cols);
     }
   }
 }
@@ -213,11 +251,36 @@ __device__ __forceinline__ void load_or_zeros(const T* p, int valid, acc_t<T> (&
 
 // ------------------------------------------------------------------- grids
 
-// At most as many blocks as the device keeps resident; grid-stride loops do
-// the rest. Never zero, so a kernel with side work (writing rng_state) runs.
-inline unsigned grid_for(const Launch& launch, int64_t blocks_of_work) {
-  const int blocks_per_sm = launch.max_threads_per_sm / kThreads > 0 ? launch.max_threads_per_sm / kThreads : 1;
-  const int64_t resident = static_cast<int64_t>(launch.sm_count > 0 ? launch.sm_count : 1) * blocks_per_sm;
+// Blocks of kThreads threads of KERNEL that one SM of launch.device keeps
+// resident: the occupancy API's answer (registers, shared memory, the
+// device's limits), asked once per kernel and device. The kernels use 16 to
+// 98 registers a thread, so this is 2 to 8, not max threads / kThreads.
+template <auto KERNEL>
+int resident_blocks_per_sm(const Launch& launch) {
+  constexpr int kCachedDevices = 64;
+  static std::atomic<int> cached[kCachedDevices] = {};  // 0: not asked yet
+  const bool cacheable = launch.device >= 0 && launch.device < kCachedDevices;
+  if (cacheable) {
+    const int known = cached[launch.device].load(std::memory_order_relaxed);
+    if (known > 0) return known;
+  }
+  int blocks = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, KERNEL, kThreads, 0) != cudaSuccess || blocks < 1) {
+    // No answer (no kernel image for this device, say): the launch reports the error.
+    cudaGetLastError();
+    return 1;
+  }
+  if (cacheable) cached[launch.device].store(blocks, std::memory_order_relaxed);
+  return blocks;
+}
+
+// At most as many blocks of KERNEL as the device keeps resident; grid-stride
+// loops do the rest. Never zero, so a kernel with side work (writing
+// rng_state) runs.
+template <auto KERNEL>
+unsigned grid_for(const Launch& launch, int64_t blocks_of_work) {
+  const int64_t resident =
+      static_cast<int64_t>(launch.sm_count > 0 ? launch.sm_count : 1) * resident_blocks_per_sm<KERNEL>(launch);
   const int64_t blocks = blocks_of_work < resident ? blocks_of_work : resident;
   return static_cast<unsigned>(blocks > 0 ? blocks : 1);
 }
@@ -272,8 +335,47 @@ template <int N, typename Op>
 cudaError_t for_each_group(const Launch& launch, const Op& op, int64_t total, bool aligned) {
   return dispatch_aligned(aligned, [&](auto aligned_tag) {
     constexpr bool kAligned = decltype(aligned_tag)::value;
-    const unsigned grid = grid_for(launch, ceil_div(ceil_div(total, N), kThreads));
-    for_each_group_kernel<Op, N, kAligned><<<grid, kThreads, 0, launch.stream>>>(op, total);
+    constexpr auto kernel = for_each_group_kernel<Op, N, kAligned>;
+    const unsigned grid = grid_for<kernel>(launch, ceil_div(ceil_div(total, N), kThreads));
+    kernel<<<grid, kThreads, 0, launch.stream>>>(op, total);
+    return cudaGetLastError();
+  });
+}
+
+// for_each_group over a rows x cols array whose op also needs the (row,
+// column) of each group: op.apply<N, ALIGNED>(first, valid, cursor). Each
+// thread divides once, where it starts, and steps its cursor by the grid
+// stride (`step`, divided on the host) after that: no division per group.
+// ALIGNED as for for_each_group, and then cols % N == 0 (a group lies in one row).
+template <typename Op, int N, bool ALIGNED>
+__global__ void __launch_bounds__(kThreads)
+    for_each_row_group_kernel(Op op, int64_t total, int64_t cols, RowStep step) {
+  if (blockIdx.x == 0 && threadIdx.x == 0) op.per_launch();
+  const int64_t groups = (total + N - 1) / N;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * kThreads;
+  int64_t g = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+  if (g >= groups) return;  // also every thread when total == 0 (cols may be 0 then)
+  RowCursor at(g * N, cols);
+  for (; g < groups; g += stride) {
+    const int valid = group_valid(g * N, total, N);
+    if (ALIGNED && valid < N) {
+      op.template apply<N, false>(g * N, valid, at);
+    } else {
+      op.template apply<N, ALIGNED>(g * N, valid, at);
+    }
+    at.advance(step, cols);
+  }
+}
+
+template <int N, typename Op>
+cudaError_t for_each_row_group(const Launch& launch, const Op& op, Rows shape, bool aligned) {
+  return dispatch_aligned(aligned && shape.cols % N == 0, [&](auto aligned_tag) {
+    constexpr bool kAligned = decltype(aligned_tag)::value;
+    constexpr auto kernel = for_each_row_group_kernel<Op, N, kAligned>;
+    const int64_t total = shape.rows * shape.cols;
+    const unsigned grid = grid_for<kernel>(launch, ceil_div(ceil_div(total, N), kThreads));
+    const RowStep step = row_step(static_cast<int64_t>(grid) * kThreads * N, shape.cols);
+    kernel<<<grid, kThreads, 0, launch.stream>>>(op, total, shape.cols, step);
     return cudaGetLastError();
   });
 }
@@ -382,18 +484,20 @@ cudaError_t row_sums(const Launch& launch, const Op& op, Rows shape, bool aligne
     if (shape.cols <= static_cast<int64_t>(kWarp) * N * kLaneIters) {
       int width = 1;
       while (width < kWarp && static_cast<int64_t>(width) * N < shape.cols) width *= 2;
-      const unsigned grid = grid_for(launch, ceil_div(shape.rows, kThreads / width));
-      row_sums_by_lanes<Op, N, kAligned><<<grid, kThreads, 0, launch.stream>>>(op, shape.rows, shape.cols, width, sums);
+      constexpr auto by_lanes = row_sums_by_lanes<Op, N, kAligned>;
+      const unsigned grid = grid_for<by_lanes>(launch, ceil_div(shape.rows, kThreads / width));
+      by_lanes<<<grid, kThreads, 0, launch.stream>>>(op, shape.rows, shape.cols, width, sums);
       return cudaGetLastError();
     }
     const int64_t chunks = ceil_div(shape.cols, kRowChunk);
     Acc* chunk_sums = chunks > 1 ? static_cast<Acc*>(partials) : sums;
-    row_sums_by_blocks<Op, N, kAligned>
-        <<<grid_for(launch, shape.rows * chunks), kThreads, 0, launch.stream>>>(op, shape.rows, shape.cols, chunks,
-                                                                               chunk_sums);
+    constexpr auto by_blocks = row_sums_by_blocks<Op, N, kAligned>;
+    by_blocks<<<grid_for<by_blocks>(launch, shape.rows * chunks), kThreads, 0, launch.stream>>>(
+        op, shape.rows, shape.cols, chunks, chunk_sums);
     if (chunks > 1) {
-      add_partials<Acc><<<grid_for(launch, ceil_div(shape.rows, kThreads)), kThreads, 0, launch.stream>>>(
-          chunk_sums, shape.rows, chunks, sums);
+      constexpr auto add = add_partials<Acc>;
+      add<<<grid_for<add>(launch, ceil_div(shape.rows, kThreads)), kThreads, 0, launch.stream>>>(chunk_sums, shape.rows,
+                                                                                                 chunks, sums);
     }
     return cudaGetLastError();
   });
@@ -409,12 +513,14 @@ __device__ __forceinline__ void normals4(PhiloxSeedOffset stream, uint64_t count
 }
 
 // eps[q] = element first + q of the stream for q < N (N a multiple of 4):
-// one Philox call per four outputs when first is a multiple of 4 (every
-// aligned kernel), two when the four straddle a counter.
-template <int N, typename Acc>
+// one Philox call per four outputs when first is a multiple of 4, two when
+// the four straddle a counter. WHOLE: the caller guarantees first % 4 == 0
+// (every ALIGNED group of the noise kernels), and the straddling path, its
+// registers and its local array, are compiled out.
+template <int N, bool WHOLE = false, typename Acc>
 __device__ __forceinline__ void stream_normals(PhiloxSeedOffset stream, uint64_t first, Acc (&eps)[N]) {
   static_assert(N % 4 == 0, "whole Philox outputs");
-  const int shift = static_cast<int>(first % 4);
+  const int shift = WHOLE ? 0 : static_cast<int>(first % 4);
   uint64_t counter = first / 4;
   float current[4];
   normals4(stream, counter, current);

@@ -19,12 +19,13 @@ namespace fastgen::cuda {
 enum class Dtype { kFloat32, kFloat64, kFloat16, kBFloat16 };
 
 // Where and how wide to launch: the grid of a kernel is at most
-// sm_count * (max_threads_per_sm / threads per block) blocks, grid-stride
-// loops covering the rest.
+// sm_count * (the blocks of that kernel one SM keeps resident, from the
+// occupancy API: the kernels use 16 to 98 registers a thread, so 2 to 8
+// blocks of 256 threads), grid-stride loops covering the rest.
 struct Launch {
   cudaStream_t stream;
+  int device;
   int sm_count;
-  int max_threads_per_sm;
 };
 
 // An input of a row op (csrc/row_shape.h): `period` elements whose flattened
@@ -144,7 +145,9 @@ cudaError_t gaussian_log_likelihood_backward(const Launch& launch, Dtype dtype, 
 
 // -------------------------------------------------------------------- clamp
 // Clamps tensors[t] (numels[t] elements, contiguous) to [min, max] in place,
-// all of them in as few launches as the kernel-argument space allows.
+// all of them in as few launches as the kernel-argument space allows: one
+// launch for up to 1360 tensors (32 KB of kernel parameters, CUDA 12.1 and
+// later; 160 with an older toolkit), of any sizes.
 cudaError_t clamp(const Launch& launch, Dtype dtype, void* const* tensors, const int64_t* numels, int64_t count,
                   double min, double max);
 

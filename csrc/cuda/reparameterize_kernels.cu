@@ -29,7 +29,7 @@ struct Reparameterize {
     load<N, ALIGNED>(logvar + first, valid, lv);
     for (int64_t k = 0; k < samples; ++k) {
       Acc eps[N], out[N];
-      stream_normals<N>(stream, static_cast<uint64_t>(k * n + first), eps);
+      stream_normals<N, ALIGNED>(stream, static_cast<uint64_t>(k * n + first), eps);
 #pragma unroll
       for (int i = 0; i < N; ++i) out[i] = reparameterize_sample(m[i], lv[i], eps[i]);
       store<N, ALIGNED>(z + k * n + first, valid, out);
@@ -56,7 +56,7 @@ struct ReparameterizeBackward : NoLaunchWork {
     for (int64_t k = 0; k < samples; ++k) {
       Acc g[N], eps[N];
       load<N, ALIGNED>(grad_z + k * n + first, valid, g);
-      stream_normals<N>(stream, static_cast<uint64_t>(k * n + first), eps);
+      stream_normals<N, ALIGNED>(stream, static_cast<uint64_t>(k * n + first), eps);
 #pragma unroll
       for (int i = 0; i < N; ++i) sum_grad_eps[i] += g[i] * eps[i];
     }
@@ -75,7 +75,7 @@ struct PhiloxNormal : NoLaunchWork {
   template <int N, bool ALIGNED>
   __device__ void apply(int64_t first, int valid) const {
     float eps[N];
-    stream_normals<N>(stream, static_cast<uint64_t>(first), eps);
+    stream_normals<N, true>(stream, static_cast<uint64_t>(first), eps);  // first = g * N: whole counters
     store<N, ALIGNED>(out + first, valid, eps);
   }
 };

@@ -36,7 +36,7 @@ struct ReparameterizeKlTerms {
     load<N, ALIGNED>(logvar + j, valid, lv);
     for (int64_t k = 0; k < samples; ++k) {
       Acc eps[N], out[N];
-      stream_normals<N>(row.stream, static_cast<uint64_t>(k * n + j), eps);
+      stream_normals<N, ALIGNED>(row.stream, static_cast<uint64_t>(k * n + j), eps);
 #pragma unroll
       for (int i = 0; i < N; ++i) out[i] = reparameterize_sample(m[i], lv[i], eps[i]);
       store<N, ALIGNED>(z + k * n + j, valid, out);
@@ -65,7 +65,7 @@ struct ReparameterizeKlBackward : NoLaunchWork {
   int64_t samples;
 
   template <int N, bool ALIGNED>
-  __device__ void apply(int64_t first, int valid) const {
+  __device__ void apply(int64_t first, int valid, RowCursor at) const {
     using Acc = acc_t<T>;
     Acc sum_g[N], sum_g_eps[N], g_kl[N];
 #pragma unroll
@@ -79,7 +79,7 @@ struct ReparameterizeKlBackward : NoLaunchWork {
       for (int64_t k = 0; k < samples; ++k) {
         Acc g[N], eps[N];
         load<N, ALIGNED>(grad_z + k * n + first, valid, g);
-        stream_normals<N>(stream, static_cast<uint64_t>(k * n + first), eps);
+        stream_normals<N, ALIGNED>(stream, static_cast<uint64_t>(k * n + first), eps);
 #pragma unroll
         for (int i = 0; i < N; ++i) {
           sum_g[i] += g[i];
@@ -87,7 +87,7 @@ struct ReparameterizeKlBackward : NoLaunchWork {
         }
       }
     }
-    if (grad_kl != nullptr) row_values<N, ALIGNED>(grad_kl, RowCursor(first, cols), cols, valid, g_kl);
+    if (grad_kl != nullptr) row_values<N, ALIGNED>(grad_kl, at, cols, valid, g_kl);
     Acc m[N], lv[N], gm[N], glv[N];
     load<N, ALIGNED>(mu + first, valid, m);
     load<N, ALIGNED>(logvar + first, valid, lv);
@@ -140,7 +140,7 @@ cudaError_t reparameterize_kl_backward(const Launch& launch, Dtype dtype, Rows r
     const bool aligned = rows.cols % kNoiseVec<T> == 0 && aligned16(mu) && aligned16(logvar) &&
                          aligned16(grad_mu) && aligned16(grad_logvar) &&
                          (grad_z == nullptr || aligned16(grad_z));
-    return for_each_group<kNoiseVec<T>>(launch, op, op.n, aligned);
+    return for_each_row_group<kNoiseVec<T>>(launch, op, rows, aligned);
   });
 }
 

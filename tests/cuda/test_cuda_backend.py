@@ -2,9 +2,10 @@
 
 What the device-parametrized op tests (tests/ops) do not cover: CUDA equal to
 CPU for the same (seed, offset) and the same inputs, op by op and dtype by
-dtype, through the raw registry ops; the generator's Philox state (advance,
+dtype, through the kernel ops (torch.ops.fastgen._<op>); the generator's Philox state (advance,
 reproducibility, CUDA-graph replays drawing fresh noise); torch.compile;
-64-bit indexing; the multi-tensor clamp. Skipped without a GPU.
+64-bit indexing; the multi-tensor clamp. Skipped without a GPU (tests/cuda/test_noise_backends.py:
+the stream across the CUDA, Triton and reference backends).
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ ROW_SHAPES = ((64, 1), (33, 3), (16, 8), (7, 37), (5, 1000), (3, 5000), (2, 2000
 @pytest.fixture(autouse=True)
 def _cuda_backend():
     """Public ops in these tests run the CUDA kernels (auto might pick Triton)."""
-    if not torch._C._dispatch_has_kernel_for_dispatch_key("fastgen::gaussian_kl", "CUDA"):
+    # The kernel ops (_<op>) have a CUDA kernel; the public ops are CompositeExplicitAutograd.
+    if not torch._C._dispatch_has_kernel_for_dispatch_key("fastgen::_gaussian_kl", "CUDA"):
         pytest.skip("needs fastgen built with its CUDA kernels")
     with fastgen.use_backend("cuda"):
         yield
@@ -87,7 +89,7 @@ def test_philox_normal_matches_cpu(n, seed, offset):
 def test_reparameterize_matches_cpu_stream(dtype, shape, num_samples):
     mu = inputs(shape, dtype, "cuda", seed=1)
     logvar = inputs(shape, dtype, "cuda", seed=2)
-    z, rng_state = ops.reparameterize(mu, logvar, num_samples, None)
+    z, rng_state = ops._reparameterize(mu, logvar, num_samples, None)
     assert rng_state.device.type == "cuda" and rng_state.dtype == torch.int64
     seed, offset = seed_offset(rng_state)
     samples = num_samples or 1
@@ -97,8 +99,8 @@ def test_reparameterize_matches_cpu_stream(dtype, shape, num_samples):
 
     # Backward regenerates the same eps from rng_state, on either device.
     grad_z = inputs(z.shape, dtype, "cuda", seed=3)
-    grad_logvar = ops.reparameterize_backward(grad_z, logvar, rng_state, num_samples)
-    expected_grad = ops.reparameterize_backward(grad_z.cpu(), logvar.cpu(), rng_state.cpu(), num_samples)
+    grad_logvar = ops._reparameterize_backward(grad_z, logvar, rng_state, num_samples)
+    expected_grad = ops._reparameterize_backward(grad_z.cpu(), logvar.cpu(), rng_state.cpu(), num_samples)
     assert_close(grad_logvar, expected_grad, dtype, scale=4)
 
 
@@ -109,20 +111,20 @@ def test_reparameterize_kl_matches_cpu(dtype, shape, num_samples, event_dims):
     mu = inputs(shape, dtype, "cuda", seed=4)
     logvar = inputs(shape, dtype, "cuda", seed=5)
     generator = torch.Generator("cuda").manual_seed(99)
-    z, kl, rng_state = ops.reparameterize_kl(mu, logvar, num_samples, event_dims, generator)
+    z, kl, rng_state = ops._reparameterize_kl(mu, logvar, num_samples, event_dims, generator)
     # The same z as reparameterize for the same generator state.
-    z_alone, _ = ops.reparameterize(mu, logvar, num_samples, torch.Generator("cuda").manual_seed(99))
+    z_alone, _ = ops._reparameterize(mu, logvar, num_samples, torch.Generator("cuda").manual_seed(99))
     torch.testing.assert_close(z, z_alone)
 
-    _, expected_kl, _ = ops.reparameterize_kl(mu.cpu(), logvar.cpu(), num_samples, event_dims, None)
+    _, expected_kl, _ = ops._reparameterize_kl(mu.cpu(), logvar.cpu(), num_samples, event_dims, None)
     cols = math.prod(shape[len(shape) - event_dims :])
     assert_close(kl, expected_kl, dtype, scale=cols)
 
     grad_z = inputs(z.shape, dtype, "cuda", seed=6)
     grad_kl = inputs(kl.shape, kl.dtype, "cuda", seed=7)
     for gz, gk in ((grad_z, grad_kl), (grad_z, None), (None, grad_kl)):
-        actual = ops.reparameterize_kl_backward(gz, gk, mu, logvar, rng_state, num_samples, event_dims)
-        expected = ops.reparameterize_kl_backward(
+        actual = ops._reparameterize_kl_backward(gz, gk, mu, logvar, rng_state, num_samples, event_dims)
+        expected = ops._reparameterize_kl_backward(
             None if gz is None else gz.cpu(), None if gk is None else gk.cpu(), mu.cpu(), logvar.cpu(),
             rng_state.cpu(), num_samples, event_dims)
         for a, e in zip(actual, expected):
@@ -132,8 +134,8 @@ def test_reparameterize_kl_matches_cpu(dtype, shape, num_samples, event_dims):
 def test_generator_offset_advances_by_the_counters_used():
     generator = torch.Generator("cuda").manual_seed(5)
     mu = torch.zeros(10, device="cuda")
-    _, first = ops.reparameterize(mu, mu, 3, generator)
-    _, second = ops.reparameterize(mu, mu, None, generator)
+    _, first = ops._reparameterize(mu, mu, 3, generator)
+    _, second = ops._reparameterize(mu, mu, None, generator)
     seed1, offset1 = seed_offset(first)
     seed2, offset2 = seed_offset(second)
     assert seed1 == seed2 == 5
@@ -185,8 +187,8 @@ def test_gaussian_kl_matches_cpu(dtype, rows, cols, prior):
     if prior == "mean_only":
         prior_logvar = None
     _compare_op(
-        lambda *a: ops.gaussian_kl(*a, 1),
-        lambda g, a: ops.gaussian_kl_backward(g, *a, 1, a[3] is not None),
+        lambda *a: ops._gaussian_kl(*a, 1),
+        lambda g, a: ops._gaussian_kl_backward(g, *a, 1, a[3] is not None),
         [mu, logvar, prior_mu, prior_logvar], dtype, cols)
 
 
@@ -198,8 +200,8 @@ def test_bernoulli_log_likelihood_matches_cpu(dtype, rows, cols, broadcast_targe
     target = inputs((cols,) if broadcast_target else (rows, cols), dtype, "cuda", low=0, high=1, seed=21)
     for target_grad in (False, True):
         _compare_op(
-            lambda *a: ops.bernoulli_log_likelihood(*a, 1),
-            lambda g, a: ops.bernoulli_log_likelihood_backward(g, *a, 1, target_grad),
+            lambda *a: ops._bernoulli_log_likelihood(*a, 1),
+            lambda g, a: ops._bernoulli_log_likelihood_backward(g, *a, 1, target_grad),
             [logits, target], dtype, cols)
 
 
@@ -209,8 +211,8 @@ def test_bernoulli_log_likelihood_matches_cpu(dtype, rows, cols, broadcast_targe
 def test_gaussian_log_likelihood_matches_cpu(dtype, rows, cols, with_logvar):
     x, mean, logvar = _row_operands(rows, cols, dtype, 3, broadcast=(1,))
     _compare_op(
-        lambda *a: ops.gaussian_log_likelihood(*a, 1),
-        lambda g, a: ops.gaussian_log_likelihood_backward(g, *a, 1),
+        lambda *a: ops._gaussian_log_likelihood(*a, 1),
+        lambda g, a: ops._gaussian_log_likelihood_backward(g, *a, 1),
         [x, mean, logvar if with_logvar else None], dtype, cols)
 
 
@@ -220,17 +222,17 @@ def test_unaligned_operands_match_aligned():
     logvar = inputs((64, 32), torch.float32, "cuda", seed=31)
     shifted = torch.empty(mu.numel() + 1, device="cuda")[1:].view(64, 32)
     shifted.copy_(mu)
-    expected = ops.gaussian_kl(mu, logvar, None, None, 1)
-    torch.testing.assert_close(ops.gaussian_kl(shifted, logvar, None, None, 1), expected, rtol=1e-6, atol=1e-6)
+    expected = ops._gaussian_kl(mu, logvar, None, None, 1)
+    torch.testing.assert_close(ops._gaussian_kl(shifted, logvar, None, None, 1), expected, rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("cols", [3, 1000, 50_000])
 def test_row_sums_are_identical_run_to_run(cols):
     x = inputs((64, cols), torch.float32, "cuda", seed=40)
     mean = inputs((64, cols), torch.float32, "cuda", seed=41)
-    first = ops.gaussian_log_likelihood(x, mean, None, 1)
+    first = ops._gaussian_log_likelihood(x, mean, None, 1)
     for _ in range(3):
-        assert torch.equal(ops.gaussian_log_likelihood(x, mean, None, 1), first)
+        assert torch.equal(ops._gaussian_log_likelihood(x, mean, None, 1), first)
 
 
 # ------------------------------------------------------------------------- clamp
@@ -239,19 +241,22 @@ def test_row_sums_are_identical_run_to_run(cols):
 def _clamp_case(sizes, dtype=torch.float32):
     tensors = [inputs((n,), dtype, "cuda", low=-3, high=3, seed=i % 7) for i, n in enumerate(sizes)]
     expected = [t.clamp(-1.0, 1.5) for t in tensors]
-    ops.clamp_(tensors, -1.0, 1.5)
+    ops._clamp_(tensors, -1.0, 1.5)
     for t, e in zip(tensors, expected):
         assert torch.equal(t, e)
 
 
-def test_clamp_more_than_a_thousand_tensors():
-    # Beyond one launch's 110 tensors and 320 blocks; empty tensors between.
-    sizes = [(i * 37) % 300 for i in range(1200)]
+def test_clamp_more_tensors_than_one_launch_holds():
+    # One launch holds 1360 tensors (160 with a toolkit before CUDA 12.1): 3000 take
+    # three launches, the last one the small argument struct; empty tensors between.
+    sizes = [(i * 37) % 300 for i in range(3000)]
     _clamp_case(sizes)
 
 
-def test_clamp_tensor_spanning_launches_and_empty_last():
-    # 400 chunks of 65536 elements: one tensor over two launches; the list ends empty.
+def test_clamp_large_tensor_among_many_small_ones():
+    # Hundreds of chunks of the large tensor and one chunk per small one, in one launch
+    # of the large argument struct (more than 160 tensors); the list ends empty.
+    _clamp_case([5, 400 * 65536 + 3] + [17] * 200 + [0])
     _clamp_case([5, 400 * 65536 + 3, 17, 0])
     _clamp_case([0])
     _clamp_case([10, 0, 0])
@@ -264,7 +269,7 @@ def test_clamp_dtypes_unaligned_and_nan(dtype):
     unaligned.copy_(base)
     unaligned[5] = float("nan")
     expected = unaligned.clone().clamp_(-0.1, 0.3)
-    ops.clamp_([unaligned, base], -0.1, 0.3)
+    ops._clamp_([unaligned, base], -0.1, 0.3)
     assert torch.equal(unaligned.isnan(), expected.isnan())
     torch.testing.assert_close(unaligned, expected, equal_nan=True, rtol=0, atol=0)
     torch.testing.assert_close(base, base.cpu().clamp(-0.1, 0.3).cuda(), rtol=0, atol=0)
@@ -363,7 +368,7 @@ def test_reparameterize_beyond_2_31_elements():
         pytest.skip("needs about 14 GB of free GPU memory")
     mu = torch.zeros(n, dtype=torch.float16, device="cuda")
     logvar = torch.zeros(n, dtype=torch.float16, device="cuda")
-    z, rng_state = ops.reparameterize(mu, logvar, None, None)
+    z, rng_state = ops._reparameterize(mu, logvar, None, None)
     del mu, logvar
     seed, offset = seed_offset(rng_state)
     start = (n - 20) // 4 * 4
@@ -379,7 +384,7 @@ def test_clamp_beyond_2_31_elements():
         pytest.skip("needs about 8 GB of free GPU memory")
     t = torch.full((n,), 3.0, dtype=torch.float16, device="cuda")
     t[-1] = -3.0
-    ops.clamp_([t], -1.0, 1.0)
+    ops._clamp_([t], -1.0, 1.0)
     assert t[-1].item() == -1.0
     assert t[-6:-1].eq(1.0).all().item()
     assert t.eq(1.0).sum().item() == n - 1
