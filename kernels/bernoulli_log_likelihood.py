@@ -11,6 +11,7 @@ import triton.language as tl
 from ._math import bernoulli_log_prob, bernoulli_log_prob_grad_logits, to_compute_type
 from ._tiles import (
     ROW_CONFIGS,
+    autotune,
     elementwise_grid,
     elementwise_position,
     finish_row_sums,
@@ -23,7 +24,7 @@ from ._tiles import (
 )
 
 
-@triton.autotune(configs=ROW_CONFIGS, key=["rows", "cols"])
+@autotune(ROW_CONFIGS, key=["rows", "cols"])
 @triton.jit
 def bernoulli_log_likelihood_forward_kernel(
     logits_ptr, target_ptr, partial_ptr,
@@ -47,7 +48,7 @@ def bernoulli_log_likelihood_forward_kernel(
     tl.store(partial_ptr + row * splits + split, tl.sum(acc, axis=1)[:, None], mask=row_mask)
 
 
-@triton.autotune(configs=ROW_CONFIGS, key=["rows", "cols"])
+@autotune(ROW_CONFIGS, key=["rows", "cols"])
 @triton.jit
 def bernoulli_log_likelihood_backward_kernel(
     grad_ptr, logits_ptr, target_ptr, grad_logits_ptr, grad_target_ptr,

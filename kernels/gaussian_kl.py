@@ -14,6 +14,7 @@ import triton.language as tl
 from ._math import kl_diag_normal, kl_diag_normal_grads, kl_std_normal, to_compute_type
 from ._tiles import (
     ROW_CONFIGS,
+    autotune,
     elementwise_grid,
     elementwise_position,
     finish_row_sums,
@@ -26,7 +27,7 @@ from ._tiles import (
 )
 
 
-@triton.autotune(configs=ROW_CONFIGS, key=["rows", "cols"])
+@autotune(ROW_CONFIGS, key=["rows", "cols"])
 @triton.jit
 def gaussian_kl_forward_kernel(
     mu_ptr, logvar_ptr, prior_mu_ptr, prior_logvar_ptr, partial_ptr,
@@ -63,7 +64,7 @@ def gaussian_kl_forward_kernel(
     tl.store(partial_ptr + row * splits + split, tl.sum(acc, axis=1)[:, None], mask=row_mask)
 
 
-@triton.autotune(configs=ROW_CONFIGS, key=["rows", "cols"])
+@autotune(ROW_CONFIGS, key=["rows", "cols"])
 @triton.jit
 def gaussian_kl_backward_kernel(
     grad_ptr, mu_ptr, logvar_ptr, prior_mu_ptr, prior_logvar_ptr,

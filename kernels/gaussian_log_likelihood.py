@@ -13,6 +13,7 @@ from ._math import gaussian_log_prob, gaussian_log_prob_grads, gaussian_log_prob
 from ._math import to_compute_type
 from ._tiles import (
     ROW_CONFIGS,
+    autotune,
     elementwise_grid,
     elementwise_position,
     finish_row_sums,
@@ -25,7 +26,7 @@ from ._tiles import (
 )
 
 
-@triton.autotune(configs=ROW_CONFIGS, key=["rows", "cols"])
+@autotune(ROW_CONFIGS, key=["rows", "cols"])
 @triton.jit
 def gaussian_log_likelihood_forward_kernel(
     x_ptr, mean_ptr, logvar_ptr, partial_ptr,
@@ -55,7 +56,7 @@ def gaussian_log_likelihood_forward_kernel(
     tl.store(partial_ptr + row * splits + split, tl.sum(acc, axis=1)[:, None], mask=row_mask)
 
 
-@triton.autotune(configs=ROW_CONFIGS, key=["rows", "cols"])
+@autotune(ROW_CONFIGS, key=["rows", "cols"])
 @triton.jit
 def gaussian_log_likelihood_backward_kernel(
     grad_ptr, x_ptr, mean_ptr, logvar_ptr, grad_x_ptr, grad_logvar_ptr,

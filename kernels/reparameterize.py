@@ -27,6 +27,7 @@ from ._math import (
 from ._tiles import (
     FLAT_CONFIGS,
     ROW_CONFIGS,
+    autotune,
     elementwise_grid,
     elementwise_position,
     finish_row_sums,
@@ -70,7 +71,7 @@ def _samples_shape(mu: torch.Tensor, num_samples: Optional[int]) -> tuple:
 # ---------------------------------------------------------------- reparameterize
 
 
-@triton.autotune(configs=FLAT_CONFIGS, key=["numel", "samples"])
+@autotune(FLAT_CONFIGS, key=["numel", "samples"])
 @triton.jit
 def reparameterize_forward_kernel(
     mu_ptr, logvar_ptr, z_ptr, rng_state_ptr, numel, samples, ALIGNED: tl.constexpr, BLOCK: tl.constexpr
@@ -90,7 +91,7 @@ def reparameterize_forward_kernel(
         tl.store(z_ptr + first + tl.arange(0, BLOCK), z.to(z_ptr.dtype.element_ty), mask=mask)
 
 
-@triton.autotune(configs=FLAT_CONFIGS, key=["numel", "samples"])
+@autotune(FLAT_CONFIGS, key=["numel", "samples"])
 @triton.jit
 def reparameterize_backward_kernel(
     grad_z_ptr, logvar_ptr, grad_logvar_ptr, rng_state_ptr, numel, samples,
@@ -151,7 +152,7 @@ def reparameterize_backward(
 # ---------------------------------------------------------------- reparameterize_kl
 
 
-@triton.autotune(configs=ROW_CONFIGS, key=["rows", "cols", "samples"])
+@autotune(ROW_CONFIGS, key=["rows", "cols", "samples"])
 @triton.jit
 def reparameterize_kl_forward_kernel(
     mu_ptr, logvar_ptr, z_ptr, partial_ptr, rng_state_ptr,
@@ -181,7 +182,7 @@ def reparameterize_kl_forward_kernel(
     tl.store(partial_ptr + row * splits + split, tl.sum(acc, axis=1)[:, None], mask=row_mask)
 
 
-@triton.autotune(configs=ROW_CONFIGS, key=["rows", "cols", "samples"])
+@autotune(ROW_CONFIGS, key=["rows", "cols", "samples"])
 @triton.jit
 def reparameterize_kl_backward_kernel(
     grad_z_ptr, grad_kl_ptr, mu_ptr, logvar_ptr, grad_mu_ptr, grad_logvar_ptr, rng_state_ptr,
