@@ -111,11 +111,18 @@ def test_reparameterize_kl_draws_the_sample_of_reparameterize(device):
 
 
 def test_rng_state_and_fresh_noise(device):
-    """rng_state is int64 [seed, 0] on the device; every call draws a new seed; backward keeps no eps."""
+    """rng_state is int64 [seed, offset] on the device, from the device's generator: on the CPU a new
+    seed per call at offset 0; on CUDA the generator's seed, its offset advanced by each call."""
     mu, logvar = _inputs((4, 8), torch.float32, device)
+    torch.manual_seed(5)
     _, rng_state = torch.ops.fastgen_triton._reparameterize(mu, logvar, None, None)
+    _, next_state = torch.ops.fastgen_triton._reparameterize(mu, logvar, None, None)
     assert rng_state.dtype == torch.int64 and rng_state.device == device and rng_state.shape == (2,)
-    assert rng_state[1].item() == 0
+    (seed, offset), (next_seed, next_offset) = rng_state.tolist(), next_state.tolist()
+    if device.type == "cpu":
+        assert offset == next_offset == 0 and seed != next_seed
+    else:
+        assert seed == next_seed == 5 and offset == 0 and next_offset >= 8  # 32 normals: 8 counters
     torch.manual_seed(0)
     first = fastgen.reparameterize(mu, logvar)
     second = fastgen.reparameterize(mu, logvar)
