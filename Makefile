@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
 SOURCES := setup.py $(shell find csrc -type f 2>/dev/null)
 
-.PHONY: demo test build bench clean
+.PHONY: demo test build bench clean gpu-check prebuilt
 
 demo: $(VENV)/.built
 	$(VENV)/bin/fastgen demo
@@ -34,6 +34,20 @@ $(VENV)/.built: $(VENV)/.deps $(SOURCES)
 	FASTGEN_BUILD_EXT=0 $(PY) -m pip install --no-build-isolation --no-deps -e .
 	MAX_JOBS=$${MAX_JOBS:-2} $(PY) setup.py -q build_ext --inplace
 	touch $@
+
+# One bounded check on a GPU machine (tools/gpu_check.sh): build (or the carried .prebuilt/),
+# a smoke test of every op, the CUDA and Triton tests, a short benchmark; under 8 minutes on a
+# 16-core H100, results and a summary table in gpu_check_out/. GPU_CHECK_PY is the python of
+# the CUDA torch there (not .venv's).
+GPU_CHECK_PY ?= python3
+
+gpu-check:
+	PY=$(GPU_CHECK_PY) bash tools/gpu_check.sh
+
+# The extensions built with GPU_CHECK_PY's CUDA torch (FASTGEN_CUDA=1, sm_90) into .prebuilt/,
+# leaving fastgen/ alone: carry .prebuilt to the GPU machine and gpu-check skips its build.
+prebuilt:
+	PY=$(GPU_CHECK_PY) bash tools/gpu_check.sh prebuild
 
 clean:
 	rm -rf build fastgen/_C*.so fastgen/_cpu_*.so $(VENV)/.built
