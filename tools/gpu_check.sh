@@ -271,6 +271,9 @@ try:
     import fastgen.kernels  # noqa: F401  (installed as fastgen.kernels: pip -e or the symlink)
 except Exception as e:
     print("error", repr(e)[:300].replace("\n", " ")); raise SystemExit
+for module in (fastgen, fastgen.kernels):
+    if not os.path.realpath(module.__file__).startswith(os.path.realpath(os.getcwd()) + os.sep):
+        print("error", module.__name__, "imported from", module.__file__, "not from this tree"); raise SystemExit
 if _common.EXTENSION_ERROR is not None:
     print("error", repr(_common.EXTENSION_ERROR)[:300].replace("\n", " ")); raise SystemExit
 cuda = int(torch._C._dispatch_has_kernel_for_dispatch_key("fastgen::_gaussian_kl", "CUDA"))
@@ -283,14 +286,14 @@ EOF
 if want build; then
   start=$(date +%s); note=""; status=ok
   echo "## build" >> "$ENVLOG"
-  # fastgen.kernels is kernels/ through setup.py's package_dir: PYTHONPATH alone does not find it.
-  # An editable install of the package alone (the Makefile's first step), offline; else a symlink.
-  if ! "$PY" -c 'import fastgen.kernels' >/dev/null 2>&1; then
-    FASTGEN_BUILD_EXT=0 timeout 90 "$PY" -m pip install -q --no-build-isolation --no-deps --no-index -e . >> "$ENVLOG" 2>&1
-    if ! "$PY" -c 'import fastgen.kernels' >/dev/null 2>&1 && [[ ! -e fastgen/kernels ]]; then
-      ln -s ../kernels fastgen/kernels
-      log "build: pip -e did not make fastgen.kernels importable; symlinked fastgen/kernels -> ../kernels"
-    fi
+  # fastgen.kernels is kernels/ through setup.py's package_dir, which PYTHONPATH alone does not
+  # know; an editable install elsewhere may even map it to another checkout. Nothing is installed
+  # (PY's site-packages stay as they are): a symlink fastgen/kernels -> ../kernels (gitignored)
+  # makes this tree's kernels the ones imported, unless they already are.
+  if ! "$PY" -c 'import os, sys, fastgen.kernels as k; sys.exit(os.path.realpath(k.__file__) != os.path.realpath(sys.argv[1]))' \
+       "$ROOT/kernels/__init__.py" >/dev/null 2>&1; then
+    [[ -e fastgen/kernels || -L fastgen/kernels ]] || ln -s ../kernels fastgen/kernels
+    log "build: symlinked fastgen/kernels -> ../kernels (fastgen.kernels was not this tree's kernels/)"
   fi
   rebuild=1
   # A prebuilt set in .prebuilt/: every module setup.py builds, and a BUILD_INFO that matches here.
