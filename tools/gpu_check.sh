@@ -41,7 +41,7 @@
 # Knobs: OUT (./gpu_check_out), BUDGET_S (450: the whole run, wall seconds; the device machine
 #   allows 8 minutes), PHASES (all), PY (python3), WORKERS (pytest-xdist workers, 12; 0 = serial),
 #   TEST_TIMEOUT (120 s per test), TRITON_TEST_CONFIGS (hash|autotune), KEEP_TRITON_CACHE (1),
-#   BENCH_SIZES, BENCH_TRITON_SIZES, MAX_JOBS (nproc), TORCH_CUDA_ARCH_LIST.
+#   BENCH_SIZES, BENCH_TRITON_SIZES, MAX_JOBS (nproc), TORCH_CUDA_ARCH_LIST, BUILD_S (330: the build's cap).
 #   Dry runs without a GPU: FORCE_GPU_PHASES=1 runs the GPU phases anyway (their tests skip
 #   themselves; the smoke runs the CPU backend) and BENCH_DEVICE=cpu points the bench at the CPU;
 #   the build then compiles the CUDA kernels too where torch has CUDA and nvcc is found.
@@ -339,7 +339,7 @@ EOF
   if (( rebuild )); then
     # On a GPU the CUDA kernels are required; elsewhere they are built where torch has CUDA and nvcc is found.
     cuda_flag=auto; [[ "$HAVE_GPU" == 1 ]] && cuda_flag=1
-    t=$(slot 330 60)
+    t=$(slot "${BUILD_S:-330}" 60)
     if (( t > 0 )); then
       log "build: compiling (FASTGEN_CUDA=$cuda_flag MAX_JOBS=$MAX_JOBS TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST, limit ${t}s)"
       TIMEFORMAT='%R %U %S'
