@@ -11,6 +11,8 @@
 
 Host code is built without debug info (-g0: Python's default -g cost 2.7x
 the compile time and tripled the size); FASTGEN_DEBUG_INFO=1 keeps it.
+FASTGEN_CPU_ISAS=avx512 (say; a comma list) builds only those SIMD levels of
+the CPU kernels (tools/gpu_check.sh builds the one its machine runs).
 FASTGEN_BUILD_EXT=0 installs the Python package alone (the Makefile then
 builds the extensions in place, incrementally, with
 `setup.py build_ext --inplace`).
@@ -74,6 +76,15 @@ if platform.machine().lower() in ("x86_64", "amd64"):
     CPU_ISAS["avx2"] = ["-mavx2", "-mfma", "-mf16c", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"]
     CPU_ISAS["avx512"] = ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma", "-mf16c",
                           "-DCPU_CAPABILITY=AVX512", "-DCPU_CAPABILITY_AVX512"]
+
+
+if os.environ.get("FASTGEN_CPU_ISAS"):
+    _wanted = [isa.strip() for isa in os.environ["FASTGEN_CPU_ISAS"].split(",") if isa.strip()]
+    _unknown = [isa for isa in _wanted if isa not in CPU_ISAS]
+    if _unknown:
+        raise SystemExit(f"FASTGEN_CPU_ISAS: unknown SIMD level(s) {', '.join(_unknown)}; "
+                         f"this machine builds {', '.join(CPU_ISAS)}")
+    CPU_ISAS = {isa: flags for isa, flags in CPU_ISAS.items() if isa in _wanted}
 
 
 def want_cuda():

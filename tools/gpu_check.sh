@@ -12,7 +12,8 @@
 #   env        GPU / driver / python / torch / triton facts
 #   build      the carried prebuilt extensions in .prebuilt/ (see `prebuild` below) when their
 #              BUILD_INFO matches this python, torch and GPU, else a build: FASTGEN_CUDA=1
-#              TORCH_CUDA_ARCH_LIST=<the GPU's, 9.0 by default> MAX_JOBS=<all cores>
+#              TORCH_CUDA_ARCH_LIST=<the GPU's, 9.0 by default> MAX_JOBS=<all cores>, the CPU
+#              kernels only at the SIMD level this CPU runs (FASTGEN_CPU_ISAS)
 #   smoke      every op once, fwd+bwd, on the CUDA C++ and the Triton backend, 2 dtypes x 2 shapes,
 #              against the reference; Triton's first call with its real autotuner; a CUDA-graph
 #              replay per backend (fresh noise per replay)
@@ -339,16 +340,25 @@ EOF
   if (( rebuild )); then
     # On a GPU the CUDA kernels are required; elsewhere they are built where torch has CUDA and nvcc is found.
     cuda_flag=auto; [[ "$HAVE_GPU" == 1 ]] && cuda_flag=1
+    # The CPU kernels at the one SIMD level this CPU runs (the one fastgen loads here): each level
+    # is as much compile work as the CUDA extension's op layer, and the GPU phases need one.
+    isa=$("$PY" -c 'import torch; c = torch.backends.cpu.get_cpu_capability(); print("avx512" if c.startswith("AVX512") else "avx2" if c == "AVX2" else "default")' 2>/dev/null || echo default)
+    [[ " $(ext_modules) " == *" _cpu_$isa "* ]] || isa=default
+    export FASTGEN_CPU_ISAS=${FASTGEN_CPU_ISAS:-$isa}
     t=$(slot "${BUILD_S:-330}" 60)
     if (( t > 0 )); then
-      log "build: compiling (FASTGEN_CUDA=$cuda_flag MAX_JOBS=$MAX_JOBS TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST, limit ${t}s)"
+      log "build: compiling (FASTGEN_CUDA=$cuda_flag FASTGEN_CPU_ISAS=$FASTGEN_CPU_ISAS MAX_JOBS=$MAX_JOBS TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST, limit ${t}s)"
       TIMEFORMAT='%R %U %S'
       # bash's `time`: wall and CPU seconds of the build and every compiler it waited for.
-      { time FASTGEN_CUDA=$cuda_flag timeout -k 15 "$t" "$PY" setup.py build_ext --inplace >> "$ENVLOG" 2>&1 ; } 2> "$WORK/build_time"
+      { time FASTGEN_CUDA=$cuda_flag timeout -k 15 "$t" "$PY" setup.py build_ext --inplace > "$WORK/build_output" 2>&1 ; } 2> "$WORK/build_time"
       rc=$?
+      # The compilers' output is megabytes of warnings: its error lines and its end are kept.
+      { echo "## build output: $(wc -l < "$WORK/build_output") lines, $(grep -c -i 'warning' "$WORK/build_output") with 'warning'; error lines and the last 40"
+        grep -E -i '(^|[^a-z_-])error([^a-z_]|$)' "$WORK/build_output" | grep -v -E 'Werror|error_|_error' | head -60
+        echo "..."; tail -40 "$WORK/build_output"; } >> "$ENVLOG"
       read -r wall user sys <<<"$(tail -1 "$WORK/build_time")"
       cpu=$(awk -v u="$user" -v s="$sys" 'BEGIN { printf "%.0f", u + s }')
-      note="built in ${wall%.*}s wall, ${cpu} CPU-s, $MAX_JOBS jobs, rc=$rc (FASTGEN_CUDA=$cuda_flag)${note:+; $note}"
+      note="built in ${wall%.*}s wall, ${cpu} CPU-s, $MAX_JOBS jobs, rc=$rc (FASTGEN_CUDA=$cuda_flag, CPU kernels $FASTGEN_CPU_ISAS)${note:+; $note}"
       (( rc != 0 )) && status=FAIL
       # Per extension: compile jobs, their summed and longest seconds (ninja's log), for build-time estimates.
       for d in build/temp.*/fastgen.*; do
@@ -551,12 +561,12 @@ if want bench && gpu_phase bench; then
   fi
   # One CSV (one header) and one markdown over all parts: the parts' own files, concatenated.
   first=1
-  for f in "$BDIR"/*/*.csv; do
-    [[ -f "$f" ]] || continue
-    if (( first )); then cat "$f" > "$OUT/bench.csv"; first=0; else tail -n +2 "$f" >> "$OUT/bench.csv"; fi
-  done
-  for d in "$BDIR"/*/; do
-    for f in "$d"*.md; do [[ -f "$f" ]] && { echo "# $(basename "$d")"; echo; cat "$f"; echo; } >> "$OUT/bench.md"; done
+  for part in bench_cuda bench_clip_steps bench_triton; do  # in the order they ran
+    for f in "$BDIR/$part"/*.csv; do
+      [[ -f "$f" ]] || continue
+      if (( first )); then cat "$f" > "$OUT/bench.csv"; first=0; else tail -n +2 "$f" >> "$OUT/bench.csv"; fi
+    done
+    for f in "$BDIR/$part"/*.md; do [[ -f "$f" ]] && { echo "# $part"; echo; cat "$f"; echo; } >> "$OUT/bench.md"; done
   done
   { echo "## bench"; cat "$WORK/bench.log" 2>/dev/null; } >> "$ENVLOG"
 fi

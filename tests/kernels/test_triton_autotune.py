@@ -68,6 +68,8 @@ def test_untuned_key_under_capture_runs_the_pinned_config(monkeypatch, device):
 
 
 def test_tuned_key_under_capture_runs_its_tuned_config(monkeypatch, device):
+    if triton.runtime.autotuner.Autotuner.run.__qualname__ != "Autotuner.run":
+        pytest.skip("Autotuner.run is patched (gpu_check.sh's one-config-per-key plugin): no tuned config to find")
     tuner = _tuner()
     _no_benchmarks(tuner, monkeypatch)
     x = torch.zeros(1, device=device)
