@@ -37,7 +37,8 @@ INTERPRET_SM_COUNT = 2
 
 # (elements per program, warps) of the autotuned configs: 4 or 8 elements per
 # thread. Compiled for sm_90 (ptxas -v on Triton's PTX, float64 the worst):
-# 8 elements a thread take up to 160 registers, 4 up to 80; 16 (2048 with 4
+# 8 elements a thread take up to 237 registers (reparameterize_log_weights
+# in float64) without spilling, 4 up to 122; 16 (2048 with 4
 # warps, 4096 with 8) reach 228-255 and spill, 32 (4096 with 4 warps) spill
 # up to 1.4 KB a thread. 16 warps cap a thread at 128 registers, so they
 # only run 4 elements a thread.

@@ -20,6 +20,7 @@ from ._math import grad_norm_penalty_scale, interpolate, philox_uniform, to_comp
 from ._tiles import (
     FLAT_CONFIGS,
     ROW_CONFIGS,
+    autotune,
     elementwise_grid,
     elementwise_position,
     flat_grid,
@@ -32,7 +33,7 @@ from ._tiles import (
 from .reparameterize import draw_rng_state
 
 
-@triton.autotune(configs=ROW_CONFIGS, key=["rows", "cols"])
+@autotune(ROW_CONFIGS, key=["rows", "cols"])
 @triton.jit
 def sum_squares_kernel(
     grad_ptr, partial_ptr, rows, cols, chunk, splits, COLS_POW2: tl.constexpr, TILE: tl.constexpr
@@ -51,7 +52,7 @@ def sum_squares_kernel(
     tl.store(partial_ptr + row * splits + split, tl.sum(acc, axis=1)[:, None], mask=row_mask)
 
 
-@triton.autotune(configs=FLAT_CONFIGS, key=["rows", "splits"])
+@autotune(FLAT_CONFIGS, key=["rows", "splits"])
 @triton.jit
 def finish_kernel(partial_ptr, center_ptr, penalty_ptr, norm_ptr, rows, splits, BLOCK: tl.constexpr):
     """norm[r] = sqrt(sum over splits of partial[r, :]); penalty[r] = (norm[r] - c)^2."""
@@ -65,7 +66,7 @@ def finish_kernel(partial_ptr, center_ptr, penalty_ptr, norm_ptr, rows, splits, 
     tl.store(penalty_ptr + row, penalty_of_norm(norm, tl.load(center_ptr)), mask=mask)
 
 
-@triton.autotune(configs=ROW_CONFIGS, key=["rows", "cols"])
+@autotune(ROW_CONFIGS, key=["rows", "cols"])
 @triton.jit
 def backward_kernel(
     grad_penalty_ptr, grad_ptr, norm_ptr, center_ptr, out_ptr, rows, cols,
@@ -94,7 +95,7 @@ def uniform_kernel(rng_state_ptr, weights_ptr, rows, BLOCK: tl.constexpr):
     tl.store(weights_ptr + row, philox_uniform(seed, offset + row), mask=row < rows)
 
 
-@triton.autotune(configs=ROW_CONFIGS, key=["rows", "cols"])
+@autotune(ROW_CONFIGS, key=["rows", "cols"])
 @triton.jit
 def interpolate_kernel(
     real_ptr, fake_ptr, weights_ptr, out_ptr, rows, cols, COLS_POW2: tl.constexpr, TILE: tl.constexpr

@@ -27,6 +27,7 @@ from ._math import (
 )
 from ._tiles import (
     ROW_CONFIGS,
+    autotune,
     elementwise_grid,
     elementwise_position,
     finish_row_sums,
@@ -40,7 +41,7 @@ from ._tiles import (
 from .reparameterize import draw_rng_state
 
 
-@triton.autotune(configs=ROW_CONFIGS, key=["rows", "cols", "samples"])
+@autotune(ROW_CONFIGS, key=["rows", "cols", "samples"])
 @triton.jit
 def log_weights_forward_kernel(
     mu_ptr, logvar_ptr, prior_mu_ptr, prior_logvar_ptr, z_ptr, partial_ptr, rng_state_ptr,
@@ -85,7 +86,7 @@ def log_weights_forward_kernel(
     tl.store(partial_ptr + row * splits + split, tl.sum(acc, axis=1)[:, None], mask=row_mask)
 
 
-@triton.autotune(configs=ROW_CONFIGS, key=["rows", "cols", "samples"])
+@autotune(ROW_CONFIGS, key=["rows", "cols", "samples"])
 @triton.jit
 def log_weights_backward_kernel(
     grad_z_ptr, grad_w_ptr, mu_ptr, logvar_ptr, prior_mu_ptr, prior_logvar_ptr,

@@ -56,9 +56,8 @@ struct PenaltyBackward : NoLaunchWork {
   int64_t cols;
 
   template <int N, bool ALIGNED>
-  __device__ void apply(int64_t first, int valid) const {
+  __device__ void apply(int64_t first, int valid, RowCursor at) const {
     using Acc = acc_t<T>;
-    const RowCursor at(first, cols);
     Acc up[N], nv[N], g[N], o[N];
     row_values<N, ALIGNED>(grad_penalty, at, cols, valid, up);
     row_values<N, ALIGNED>(norm, at, cols, valid, nv);
@@ -92,9 +91,8 @@ struct Interpolate : NoLaunchWork {
   int64_t cols;
 
   template <int N, bool ALIGNED>
-  __device__ void apply(int64_t first, int valid) const {
+  __device__ void apply(int64_t first, int valid, RowCursor at) const {
     using Acc = acc_t<T>;
-    RowCursor at(first, cols);
     Acc r[N], f[N], o[N];
     load<N, ALIGNED>(real + first, valid, r);
     load<N, ALIGNED>(fake + first, valid, f);
@@ -145,7 +143,7 @@ cudaError_t grad_norm_penalty_backward(const Launch& launch, Dtype dtype, Rows r
     op.out = static_cast<T*>(out);
     op.cols = rows.cols;
     const bool aligned = rows.cols % kVec<T> == 0 && aligned16(grad) && aligned16(out);
-    return for_each_group<kVec<T>>(launch, op, rows.rows * rows.cols, aligned);
+    return for_each_row_group<kVec<T>>(launch, op, rows, aligned);
   });
 }
 
@@ -165,7 +163,7 @@ cudaError_t random_interpolate(const Launch& launch, Dtype dtype, Rows rows, con
     op.out = static_cast<T*>(out);
     op.cols = rows.cols;
     const bool aligned = rows.cols % kVec<T> == 0 && aligned16(real) && aligned16(fake) && aligned16(out);
-    return for_each_group<kVec<T>>(launch, op, rows.rows * rows.cols, aligned);
+    return for_each_row_group<kVec<T>>(launch, op, rows, aligned);
   });
 }
 

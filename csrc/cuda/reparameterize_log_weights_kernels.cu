@@ -43,7 +43,7 @@ struct LogWeightsTerms {
     Acc m[N], lv[N], eps[N], out[N];
     load<N, ALIGNED>(row.mu + col, valid, m);
     load<N, ALIGNED>(row.logvar + col, valid, lv);
-    stream_normals<N>(row.stream, static_cast<uint64_t>(row.first + col), eps);
+    stream_normals<N, ALIGNED>(row.stream, static_cast<uint64_t>(row.first + col), eps);
 #pragma unroll
     for (int i = 0; i < N; ++i) out[i] = reparameterize_sample(m[i], lv[i], eps[i]);
     store<N, ALIGNED>(z + row.first + col, valid, out);
@@ -87,10 +87,9 @@ struct LogWeightsBackward : NoLaunchWork {
   int64_t samples;
 
   template <int N, bool ALIGNED>
-  __device__ void apply(int64_t first, int valid) const {
+  __device__ void apply(int64_t first, int valid, RowCursor at) const {
     using Acc = acc_t<T>;
     const int64_t n = rows * cols;
-    const RowCursor at(first, cols);
     Acc m[N], lv[N], pm[N], plv[N], inv[N];
     load<N, ALIGNED>(mu + first, valid, m);
     load<N, ALIGNED>(logvar + first, valid, lv);
@@ -105,7 +104,7 @@ struct LogWeightsBackward : NoLaunchWork {
     const PhiloxSeedOffset stream = read_state(rng_state);
     for (int64_t k = 0; k < samples; ++k) {
       Acc eps[N], gz[N], gw[N];
-      stream_normals<N>(stream, static_cast<uint64_t>(k * n + first), eps);
+      stream_normals<N, ALIGNED>(stream, static_cast<uint64_t>(k * n + first), eps);
       load_or_zeros<N, ALIGNED>(grad_z ? grad_z + k * n + first : nullptr, valid, gz);
       if (grad_w != nullptr) {
         row_values<N, ALIGNED>(grad_w + k * rows, at, cols, valid, gw);
@@ -189,7 +188,7 @@ cudaError_t reparameterize_log_weights_backward(const Launch& launch, Dtype dtyp
                          aligned16(grad_logvar) && (grad_z == nullptr || aligned16(grad_z)) &&
                          (grad_prior_mu == nullptr || aligned16(grad_prior_mu)) &&
                          (grad_prior_logvar == nullptr || aligned16(grad_prior_logvar));
-    return for_each_group<kNoiseVec<T>>(launch, op, rows.rows * rows.cols, aligned);
+    return for_each_row_group<kNoiseVec<T>>(launch, op, rows, aligned);
   });
 }
 
