@@ -86,7 +86,9 @@ def test_tuned_key_under_capture_runs_its_tuned_config(monkeypatch, device):
     "module,name",
     [("reparameterize", "reparameterize_forward_kernel"), ("reparameterize", "reparameterize_kl_backward_kernel"),
      ("gaussian_kl", "gaussian_kl_forward_kernel"), ("bernoulli_log_likelihood", "bernoulli_log_likelihood_backward_kernel"),
-     ("gaussian_log_likelihood", "gaussian_log_likelihood_forward_kernel")],
+     ("gaussian_log_likelihood", "gaussian_log_likelihood_forward_kernel"),
+     ("reparameterize_log_weights", "log_weights_backward_kernel"), ("grad_norm_penalty", "finish_kernel"),
+     ("grad_norm_penalty", "interpolate_kernel")],
 )
 def test_op_kernels_use_the_capture_safe_autotuner(module, name):
     import importlib
