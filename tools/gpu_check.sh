@@ -448,6 +448,26 @@ def op_checks(backend, dtype, B, D):
         out = fastgen.gaussian_log_likelihood(x, mu, lv); out.float().sum().backward()
         close(out, reference.gaussian_log_likelihood(x, mu, lv), rtol)
 
+    def logw():
+        gen = torch.Generator(dev).manual_seed(5)
+        z, w = fastgen.reparameterize_log_weights(mu, lv, num_samples=3, generator=gen, prior_mu=pm, prior_logvar=plv)
+        (z.float().sum() + w.float().sum()).backward()
+        _, expected = reference.reparameterize_log_weights(mu, lv, num_samples=3, prior_mu=pm, prior_logvar=plv,
+                                                           generator=torch.Generator(dev).manual_seed(5))
+        close(w, expected, 10 * rtol)
+
+    def gnp():
+        out = fastgen.grad_norm_penalty(mu, center=1.0); out.float().sum().backward()
+        close(out, reference.grad_norm_penalty(mu, center=1.0), rtol)
+
+    def gp():  # WGAN-GP: random_interpolate's kernel, the critic's gradient, grad_norm_penalty
+        weight = torch.linspace(-1, 1, D, device=dev, dtype=dtype)
+        critic = lambda t: torch.tanh(t * weight).sum(-1)  # noqa: E731
+        real, fake = mu.detach(), x.flip(0)
+        out = fastgen.gradient_penalty(critic, real, fake, generator=torch.Generator(dev).manual_seed(9))
+        expected = reference.gradient_penalty(critic, real, fake, generator=torch.Generator(dev).manual_seed(9))
+        close(out, expected, 10 * rtol)
+
     def clamp():
         ts = [mu.detach().clone(), lv.detach().clone()[1:]]  # the second starts off 16-byte alignment
         expected = [t.clamp(-0.5, 0.5) for t in ts]
@@ -455,7 +475,9 @@ def op_checks(backend, dtype, B, D):
         assert all(torch.equal(t, e) for t, e in zip(ts, expected))
 
     for name, fn in (("reparameterize", rep), ("reparameterize_kl", repkl), ("gaussian_kl", kl),
-                     ("bernoulli_log_likelihood", bern), ("gaussian_log_likelihood", gll), ("clamp_", clamp)):
+                     ("bernoulli_log_likelihood", bern), ("gaussian_log_likelihood", gll),
+                     ("reparameterize_log_weights", logw), ("grad_norm_penalty", gnp),
+                     ("gradient_penalty", gp), ("clamp_", clamp)):
         mu.grad = lv.grad = None
         with fastgen.use_backend(backend):
             check(f"{name:26s} {backend:6s} {str(dtype)[6:]:8s} {B}x{D}", fn)
