@@ -36,8 +36,8 @@ $(VENV)/.built: $(VENV)/.deps $(SOURCES)
 	touch $@
 
 # One bounded check on a GPU machine (tools/gpu_check.sh): build (or the carried .prebuilt/),
-# a smoke test of every op, the CUDA and Triton tests, a short benchmark; under 8 minutes on a
-# 16-core H100, results and a summary table in gpu_check_out/. GPU_CHECK_PY is the python of
+# a smoke test of every op, the CUDA and Triton tests, a short benchmark, time-boxed in a 450 s
+# budget; results and a summary table in gpu_check_out/. GPU_CHECK_PY is the python of
 # the CUDA torch there (not .venv's).
 GPU_CHECK_PY ?= python3
 
