@@ -502,6 +502,15 @@ def compile_formula(fn: Callable) -> Callable:
     return torch.compile(fn, dynamic=False)
 
 
+def compiled_backward_retained() -> contextlib.AbstractContextManager:
+    """Compile with Inductor's donated buffers off: they let the compiled backward reuse the
+    memory of what the forward saved, so that backward may run only once, and ``bwd`` mode
+    runs one recorded forward's backward many times (``retain_graph=True``)."""
+    import torch._functorch.config as functorch_config
+
+    return functorch_config.patch(donated_buffer=False)
+
+
 def fastgen_backends(device: torch.device) -> List[str]:
     """fastgen backends built and usable for this device type, in a fixed order."""
     try:
@@ -525,7 +534,8 @@ def make_providers(device: torch.device, names: Optional[Sequence[str]] = None) 
         if name == "eager":
             providers.append(Provider("eager", lambda spec: spec.eager))
         elif name == "compile":
-            providers.append(Provider("compile", lambda spec: compile_formula(spec.eager)))
+            providers.append(Provider("compile", lambda spec: compile_formula(spec.eager),
+                                      context=compiled_backward_retained))
         elif name.startswith("fastgen-"):
             backend = name[len("fastgen-"):]
             providers.append(Provider(name, lambda spec: spec.fused,
