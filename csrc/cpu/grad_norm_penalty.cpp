@@ -31,11 +31,21 @@ std::tuple<at::Tensor, at::Tensor> grad_norm_penalty_cpu(const at::Tensor& grad_
         emit(i, v * v);
       });
     });
-    const opmath c = static_cast<opmath>(center);
-    for (int64_t r = 0; r < shape.rows; ++r) {
-      norm_ptr[r] = sqrt_(norm_ptr[r]);
-      penalty_ptr[r] = grad_norm_penalty(norm_ptr[r], c);
-    }
+    // Vectorized across rows: event_dims=0 makes every element a row.
+    const Vec<opmath> c(static_cast<opmath>(center));
+    for_each_flat_block(shape.rows, [&](int64_t first, int64_t n) {
+      alignas(64) opmath s_buf[kBlock], n_buf[kBlock], p_buf[kBlock];
+      const opmath* squares = load_block(norm_ptr + first, n, s_buf);
+      opmath* nv = output_block(norm_ptr + first, n, n_buf);
+      opmath* pv = output_block(penalty_ptr + first, n, p_buf);
+      for_each_vector<opmath>(n, [&](int64_t i) {
+        const Vec<opmath> row_norm = sqrt_(Vec<opmath>::loadu(squares + i));
+        row_norm.store(nv + i);
+        grad_norm_penalty(row_norm, c).store(pv + i);
+      });
+      store_block(norm_ptr + first, nv, n);
+      store_block(penalty_ptr + first, pv, n);
+    });
   });
   return {penalty, norm};
 }
@@ -52,12 +62,21 @@ at::Tensor grad_norm_penalty_backward_cpu(const at::Tensor& grad_penalty, const 
   at::Tensor out = at::empty_like(grad);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "grad_norm_penalty_backward_cpu", [&] {
     using opmath = opmath_t<scalar_t>;
-    // The per-row factor 2 g_r (||g|| - c) / ||g||, then one pass over grad.
-    std::vector<opmath> scale(shape.rows);
+    // The per-row factor 2 g_r (||g|| - c) / ||g|| (vectorized across rows, padded to whole
+    // vectors), then one pass over grad.
+    std::vector<opmath> scale(vec_padded<opmath>(shape.rows));
     const opmath* up = upstream.const_data_ptr<opmath>();
-    const opmath* nv = norm.const_data_ptr<opmath>();
-    const opmath c = static_cast<opmath>(center);
-    for (int64_t r = 0; r < shape.rows; ++r) scale[r] = grad_norm_penalty_scale(nv[r], c, up[r]);
+    const opmath* norm_ptr = norm.const_data_ptr<opmath>();
+    const Vec<opmath> c(static_cast<opmath>(center));
+    for_each_flat_block(shape.rows, [&](int64_t first, int64_t n) {
+      alignas(64) opmath n_buf[kBlock], u_buf[kBlock];
+      const opmath* nv = load_block(norm_ptr + first, n, n_buf);
+      const opmath* uv = load_block(up + first, n, u_buf);
+      for_each_vector<opmath>(n, [&](int64_t i) {
+        grad_norm_penalty_scale(Vec<opmath>::loadu(nv + i), c, Vec<opmath>::loadu(uv + i))
+            .store(scale.data() + first + i);
+      });
+    });
     const RowOperand<scalar_t> g(grad);
     scalar_t* out_ptr = out.data_ptr<scalar_t>();
     const int64_t cols = shape.cols;

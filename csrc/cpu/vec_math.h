@@ -56,6 +56,10 @@ template <typename S>
 inline Vec<S> maximum_(const Vec<S>& a, const Vec<S>& b) { return at::vec::maximum(a, b); }
 template <typename S>
 inline Vec<S> minimum_(const Vec<S>& a, const Vec<S>& b) { return at::vec::minimum(a, b); }
+template <typename S>
+inline Vec<S> zero_where_zero_(const Vec<S>& x, const Vec<S>& value) {
+  return Vec<S>::blendv(value, Vec<S>(S(0)), x == Vec<S>(S(0)));
+}
 
 // log1p for float lanes as log(1 + x): its one use, softplus, passes x in
 // (0, 1], where this is within 6e-8 absolute of log1p and much cheaper.

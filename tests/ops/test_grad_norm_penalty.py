@@ -85,6 +85,25 @@ def test_zero_norm_has_a_zero_gradient_as_torch_norm(device):
     assert (g[0] == 0).all() and (g[2] == 0).all()
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("event_dims", [0, 1])
+def test_zero_rows_among_many(device, backend, dtype, event_dims):
+    """Norms and gradient factors are computed a SIMD vector of rows at a time: zero rows
+    scattered over whole vectors and a partial last one still give a zero gradient."""
+    grad = rand((301, 3), dtype, device, seed=3)
+    grad[::4] = 0
+    grad.requires_grad_()
+    out = fastgen.grad_norm_penalty(grad, 1.0, event_dims=event_dims)
+    leaf = grad.detach().double().requires_grad_()
+    expected = oracle_penalty(leaf, 1.0, event_dims)
+    assert_close(out, expected, scale=4)
+    upstream = rand(out.shape, dtype, device, low=-2, high=2, seed=4)
+    (actual,) = torch.autograd.grad(out, grad, upstream)
+    (wanted,) = torch.autograd.grad(expected, leaf, upstream.double())
+    assert_close(actual, wanted, scale=4)
+    assert (actual[::4] == 0).all()
+
+
 @pytest.mark.parametrize("layout", ["transposed", "sliced", "expanded"])
 def test_non_contiguous(device, layout):
     base = rand((8, 6), device=device, seed=1)

@@ -36,6 +36,9 @@ FASTGEN_HOST_DEVICE float maximum_(float a, float b) { return a > b ? a : b; }
 FASTGEN_HOST_DEVICE double maximum_(double a, double b) { return a > b ? a : b; }
 FASTGEN_HOST_DEVICE float minimum_(float a, float b) { return a < b ? a : b; }
 FASTGEN_HOST_DEVICE double minimum_(double a, double b) { return a < b ? a : b; }
+// value, or 0 where x is 0 (value may be inf or NaN there).
+FASTGEN_HOST_DEVICE float zero_where_zero_(float x, float value) { return x == 0.0f ? 0.0f : value; }
+FASTGEN_HOST_DEVICE double zero_where_zero_(double x, double value) { return x == 0.0 ? 0.0 : value; }
 
 constexpr double kLog2Pi = 1.8378770664093453;  // log(2 pi)
 
@@ -227,7 +230,7 @@ FASTGEN_HOST_DEVICE T grad_norm_penalty(T norm, T center) {
 // (with the upstream gradient folded in); 0 where ||g|| = 0, as torch's norm.
 template <typename T>
 FASTGEN_HOST_DEVICE T grad_norm_penalty_scale(T norm, T center, T grad_out) {
-  return norm == T(0.0f) ? T(0.0f) : T(2.0f) * grad_out * (norm - center) / norm;
+  return zero_where_zero_(norm, T(2.0f) * grad_out * (norm - center) / norm);
 }
 
 // The penalty's interpolate of a real and a fake sample, eps its sample's
