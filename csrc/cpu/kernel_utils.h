@@ -11,7 +11,9 @@
 #include <algorithm>
 #include <cstdint>
 #include <mutex>
+#include <numeric>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 // vec_math.h first: see there.
@@ -133,6 +135,51 @@ inline S sum_lanes(const Vec<S>& v) {
   return total;
 }
 
+// The sum of n consecutive values: in vectors when they fill at least one (a
+// scalar sum of a row of 255 is one dependent add after another), the last
+// vector masked so that nothing past n is read.
+template <typename S>
+inline S sum_of(const S* values, int64_t n) {
+  constexpr int64_t width = Vec<S>::size();
+  if (n < width) {
+    S total = S(0);
+    for (int64_t i = 0; i < n; ++i) total += values[i];
+    return total;
+  }
+  Vec<S> acc = Vec<S>::loadu(values);
+  int64_t i = width;
+  for (; i + width <= n; i += width) acc = acc + Vec<S>::loadu(values + i);
+  if (i < n) acc = acc + Vec<S>::loadu(values + i, n - i);
+  return sum_lanes(acc);
+}
+
+// Rows of a width known at compile time: the compiler unrolls each row and
+// overlaps the rows' dependent adds.
+template <int64_t kCols, typename S>
+inline void sum_narrow_rows(const S* values, int64_t rows, S* out) {
+  for (int64_t r = 0; r < rows; ++r) {
+    S total = values[r * kCols];
+    for (int64_t c = 1; c < kCols; ++c) total += values[r * kCols + c];
+    out[r] = total;
+  }
+}
+
+template <typename S, int64_t... kWidths>
+inline bool sum_narrow_rows(const S* values, int64_t rows, int64_t cols, S* out,
+                            std::integer_sequence<int64_t, kWidths...>) {
+  return ((cols == kWidths + 2 && (sum_narrow_rows<kWidths + 2>(values, rows, out), true)) || ...);
+}
+
+// out[r] = the sum of row r of rows x cols consecutive values, for short rows
+// (event_dims=1 with a small latent, for example): widths 2 to 31 unrolled
+// (a vector and a masked one, then adding 16 lanes, cost more at these widths),
+// wider rows summed in vectors.
+template <typename S>
+inline void sum_rows(const S* values, int64_t rows, int64_t cols, S* out) {
+  if (sum_narrow_rows(values, rows, cols, out, std::make_integer_sequence<int64_t, 30>{})) return;
+  for (int64_t r = 0; r < rows; ++r) out[r] = sum_of(values + r * cols, cols);
+}
+
 // per_row[r] of each of the block's elements, padded with zeros: the upstream
 // gradient of a row op, one value per row, as a vector per element.
 template <typename S>
@@ -153,7 +200,11 @@ template <typename Fn>
 void for_each_block(int64_t rows, int64_t cols, const Fn& fn) {
   if (rows == 0 || cols == 0) return;
   if (cols < kBlock) {
-    const int64_t per_block = kBlock / cols;
+    // As many whole rows as fit, rounded down to a whole number of float
+    // vectors where that leaves at least one, so the block is read in place
+    // rather than copied (load_block).
+    const int64_t fit = kBlock / cols, step = Vec<float>::size() / std::gcd(cols, Vec<float>::size());
+    const int64_t per_block = fit >= step ? fit / step * step : fit;
     const int64_t blocks = (rows + per_block - 1) / per_block;
     at::parallel_for(0, blocks, std::max<int64_t>(1, kGrain / kBlock), [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b) {
@@ -203,11 +254,7 @@ void row_sums(int64_t rows, int64_t cols, S* out, const BlockTerms& block_terms)
       }
       alignas(64) S terms[kBlock + Vec<S>::size()];
       block_terms(block, [&](int64_t i, const Vec<S>& v) { v.store(terms + i); });
-      for (int64_t r = 0; r < block.rows; ++r) {
-        S total = S(0);
-        for (int64_t c = 0; c < cols; ++c) total += terms[r * cols + c];
-        out[block.row + r] = total;
-      }
+      sum_rows(terms, block.rows, cols, out + block.row);
     });
     return;
   }
