@@ -36,7 +36,7 @@ import torch
 
 from bench import cases, env
 from bench.models import DCGANCritic28
-from bench.timing import TimerConfig, cpu_clock, time_cpu_interleaved
+from bench.timing import TimerConfig, cpu_clock, time_cpu_interleaved, torch_threads
 
 
 def forward_cases() -> List[cases.OpSpec]:
@@ -153,13 +153,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--out", type=Path, default=None, help="also write the markdown here")
     p.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = p.parse_args(argv)
-    previous_threads = torch.get_num_threads()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
+    with torch_threads(args.threads or None):
         return _main(args)
-    finally:
-        torch.set_num_threads(previous_threads)
 
 
 def _main(args) -> int:

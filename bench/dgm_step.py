@@ -40,7 +40,7 @@ from torch import nn
 import fastgen
 from fastgen import dgm
 from bench import env
-from bench.timing import TimerConfig, time_cpu_interleaved
+from bench.timing import TimerConfig, time_cpu_interleaved, torch_threads
 
 PROVIDERS = ("dgm", "fastgen", "torch.distributions", "eager")
 
@@ -170,10 +170,8 @@ SIZES = ((784, 64, 512), (64, 64, 512), (64, 8, 32))
 
 def measure(sizes=SIZES, batch: int = 128, cfg: TimerConfig | None = None, log=print) -> list[dict]:
     cfg = cfg or TimerConfig(warmup=5, min_reps=60, max_reps=400, min_time_s=6.0, target_sample_s=0.0)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
     rows = []
-    try:
+    with torch_threads(1):
         for x_dim, z_dim, hidden in sizes:
             steps = make_steps(x_dim, z_dim, batch, hidden)
             label = f"{x_dim}-{hidden}-{hidden}-{z_dim}"
@@ -183,8 +181,6 @@ def measure(sizes=SIZES, batch: int = 128, cfg: TimerConfig | None = None, log=p
                 rows.append({"model": label, "provider": name, "median_ms": s.median_ms,
                              "p20_ms": s.p20_ms, "p80_ms": s.p80_ms, "reps": s.reps, "ratio": s.median_ms / base})
                 log(f"{label} {name:>20}: {s.median_ms:.3f} ms ({s.median_ms / base:.3f}x)")
-    finally:
-        torch.set_num_threads(previous)
     return rows
 
 

@@ -26,7 +26,7 @@ import contextlib
 import shlex
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 if __package__ in (None, ""):  # run as a script: make ``bench`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -36,7 +36,7 @@ import torch
 from bench import cases, env, steps
 from bench.runner import parse_sizes
 from bench.small_sizes import Bench, _ms, _size, _us, _x
-from bench.timing import TimerConfig
+from bench.timing import TimerConfig, add_table_arguments, table_timer, torch_threads
 
 SIZES = [(128, 20), (128, 784), (4096, 1024)]
 MODES = ("full", "fwd")
@@ -121,10 +121,7 @@ def section_steps(b: Bench, batch: int, wgan_batch: int, ks: Sequence[int], with
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.iwae_wgangp", description=__doc__.splitlines()[0])
     p.add_argument("--sizes", default=",".join(_size(s) for s in SIZES), help="BxD list (default %(default)s)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    p.add_argument("--backend", default="cpu", help="fastgen backend to measure (default cpu)")
-    p.add_argument("--min-time", type=float, default=0.5, help="seconds of samples per variant (default 0.5)")
-    p.add_argument("--min-reps", type=int, default=25, help="rounds per measurement at least (default 25)")
+    add_table_arguments(p)
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     p.add_argument("--no-steps", action="store_true", help="skip the training steps")
     p.add_argument("--quick", action="store_true", help="seconds, for tests: 128x20, few rounds, no compile")
@@ -134,17 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, args.threads))
-    try:
+    with torch_threads(max(1, args.threads)):
         return _main(args, list(argv) if argv is not None else sys.argv[1:])
-    finally:
-        torch.set_num_threads(previous_threads)
 
 
 def _main(args, argv: List[str]) -> int:
     sizes = parse_sizes(args.sizes)
-    cfg = TimerConfig(min_time_s=args.min_time, min_reps=args.min_reps, max_reps=max(300, args.min_reps))
+    cfg = table_timer(args)
     with_compile = not args.no_compile
     batch, wgan_batch, ks = 128, 64, IWAE_KS
     if args.quick:

@@ -23,7 +23,7 @@ import torch
 
 from bench import cases, env, report, steps
 from bench.timing import (CopyBaseline, Stats, TimerConfig, cpu_clock, cuda_peak_bytes, launches,
-                          saved_tensor_bytes, time_cpu_interleaved, time_fn)
+                          saved_tensor_bytes, time_cpu_interleaved, time_fn, torch_threads)
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -308,15 +308,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     else:
         device = torch.device(args.device)
     threads = args.threads if args.threads is not None else (1 if device.type == "cpu" else None)
-    previous_threads = torch.get_num_threads()
-    if threads is not None:
-        if threads < 1:
-            raise SystemExit(f"--threads must be >= 1, got {threads}")
-        torch.set_num_threads(threads)
-    try:
+    if threads is not None and threads < 1:
+        raise SystemExit(f"--threads must be >= 1, got {threads}")
+    with torch_threads(threads):
         return _main(args, argv, device)
-    finally:  # a caller in the same process (tests, the CLI) keeps its thread count
-        torch.set_num_threads(previous_threads)
 
 
 def _main(args, argv, device: torch.device) -> int:

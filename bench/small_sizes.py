@@ -43,7 +43,8 @@ import torch
 from bench import cases, env
 from bench.models import DCGANCritic28, DCGANCritic64
 from bench.runner import parse_sizes
-from bench.timing import Stats, TimerConfig, cpu_clock, time_cpu_interleaved
+from bench.timing import (Stats, TimerConfig, add_table_arguments, cpu_clock, table_timer, time_cpu_interleaved,
+                          torch_threads)
 
 SIZES = cases.USER_SIZES + [(4096, 1024)]
 RATIO_MODES = ("full", "fwd")
@@ -240,10 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.small_sizes", description=__doc__.splitlines()[0])
     p.add_argument("--sizes", default=",".join(_size(s) for s in SIZES),
                    help="BxD list of section 1 (default %(default)s)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    p.add_argument("--backend", default="cpu", help="fastgen backend to measure (default cpu)")
-    p.add_argument("--min-time", type=float, default=0.5, help="seconds of samples per variant (default 0.5)")
-    p.add_argument("--min-reps", type=int, default=25, help="rounds per measurement at least (default 25)")
+    add_table_arguments(p)
     p.add_argument("--no-compile", action="store_true", help="skip section 2 (torch.compile)")
     p.add_argument("--quick", action="store_true",
                    help="seconds, for tests: 128x2 and 256x64, few rounds, no torch.compile, one critic")
@@ -253,17 +251,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, args.threads))
-    try:
+    with torch_threads(max(1, args.threads)):
         return _main(args, list(argv) if argv is not None else sys.argv[1:])
-    finally:
-        torch.set_num_threads(previous_threads)
 
 
 def _main(args, argv: List[str]) -> int:
     sizes = parse_sizes(args.sizes)
-    cfg = TimerConfig(min_time_s=args.min_time, min_reps=args.min_reps, max_reps=max(300, args.min_reps))
+    cfg = table_timer(args)
     compile_sizes, host_size, ed_size = COMPILE_SIZES, HOST_SIZE, EVENT_DIMS_SIZE
     critics = (DCGANCritic28, DCGANCritic64)
     with_compile = not args.no_compile

@@ -23,6 +23,7 @@ import torch
 
 from bench import cases
 from bench.runner import parse_sizes
+from bench.timing import torch_threads
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 _sweep = cases.SIZES[DEVICE.type]
@@ -42,11 +43,8 @@ def _cell_id(key: str, mode: str) -> str:
 @pytest.fixture(autouse=True, scope="module")
 def _threads():
     """One torch thread on CPU (``FASTGEN_BENCH_THREADS``), as ``python -m bench``."""
-    previous = torch.get_num_threads()
-    if DEVICE.type == "cpu":
-        torch.set_num_threads(int(os.environ.get("FASTGEN_BENCH_THREADS", "1")))
-    yield
-    torch.set_num_threads(previous)
+    with torch_threads(int(os.environ.get("FASTGEN_BENCH_THREADS", "1")) if DEVICE.type == "cpu" else None):
+        yield
 
 
 def _sync():

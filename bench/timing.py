@@ -320,3 +320,29 @@ def launches(fn: Callable[[], object], device: torch.device) -> int:
     if device.type == "cuda":
         return cuda_kernel_launches(fn)
     return cpu_op_calls(fn)
+
+
+@contextlib.contextmanager
+def torch_threads(threads: Optional[int]):
+    """``torch.set_num_threads(threads)`` for the block (None leaves it), then the caller's count
+    again: a caller in the same process (tests, the CLI) keeps its own."""
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def add_table_arguments(p) -> None:
+    """The options shared by the one-table benchmarks (``bench.small_sizes``, ``bench.iwae_wgangp``)."""
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--backend", default="cpu", help="fastgen backend to measure (default cpu)")
+    p.add_argument("--min-time", type=float, default=0.5, help="seconds of samples per variant (default 0.5)")
+    p.add_argument("--min-reps", type=int, default=25, help="rounds per measurement at least (default 25)")
+
+
+def table_timer(args) -> TimerConfig:
+    """The timer of a one-table benchmark from its ``add_table_arguments`` options."""
+    return TimerConfig(min_time_s=args.min_time, min_reps=args.min_reps, max_reps=max(300, args.min_reps))
