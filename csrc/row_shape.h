@@ -51,6 +51,18 @@ inline RowShape row_shape(const at::Tensor& first, std::initializer_list<const a
   return {total / cols, cols};
 }
 
+// The rows of an op that samples from N(mu, e^logvar) and sums over rows
+// against a prior: mu and logvar share a shape, and the prior repeats over
+// mu's rows (it has no more elements than mu).
+inline RowShape sample_row_shape(const at::Tensor& mu, const at::Tensor& logvar, const at::Tensor& prior_mu,
+                                 const at::Tensor& prior_logvar, int64_t event_dims, const char* op) {
+  TORCH_CHECK(mu.sizes() == logvar.sizes(), "fastgen.", op, ": mu and logvar must share a shape");
+  const RowShape shape = row_shape(mu, {&logvar, &prior_mu, &prior_logvar}, event_dims, op);
+  TORCH_CHECK(shape.cols == 0 || shape.rows * shape.cols == mu.numel(), "fastgen.", op,
+              ": the prior must not have more elements than mu");
+  return shape;
+}
+
 // The dtype of the per-row sums: float32 for half types, else the input's.
 inline at::ScalarType row_sum_dtype(at::ScalarType input) {
   return input == at::kDouble ? at::kDouble : at::kFloat;

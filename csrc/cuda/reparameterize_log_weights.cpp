@@ -9,15 +9,6 @@
 namespace fastgen::cuda {
 namespace {
 
-RowShape check_shape(const at::Tensor& mu, const at::Tensor& logvar, const at::Tensor& prior_mu,
-                     const at::Tensor& prior_logvar, int64_t event_dims, const char* op) {
-  TORCH_CHECK(mu.sizes() == logvar.sizes(), "fastgen.", op, ": mu and logvar must share a shape");
-  const RowShape shape = row_shape(mu, {&logvar, &prior_mu, &prior_logvar}, event_dims, op);
-  TORCH_CHECK(shape.cols == 0 || shape.rows * shape.cols == mu.numel(), "fastgen.", op,
-              ": the prior must not have more elements than mu");
-  return shape;
-}
-
 std::tuple<at::Tensor, at::Tensor, at::Tensor> reparameterize_log_weights_cuda(
     const at::Tensor& mu_in, const at::Tensor& logvar_in, const std::optional<at::Tensor>& prior_mu_opt,
     const std::optional<at::Tensor>& prior_logvar_opt, std::optional<int64_t> num_samples, int64_t event_dims,
@@ -29,7 +20,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> reparameterize_log_weights_cuda(
   const at::Tensor logvar = logvar_in.contiguous();
   const at::Tensor prior_mu = prior_mu_opt.value_or(at::Tensor());
   const at::Tensor prior_logvar = prior_logvar_opt.value_or(at::Tensor());
-  const RowShape shape = check_shape(mu, logvar, prior_mu, prior_logvar, event_dims, op);
+  const RowShape shape = sample_row_shape(mu, logvar, prior_mu, prior_logvar, event_dims, op);
   at::Tensor z = at::empty(samples_shape(mu, num_samples), mu.options());
   at::Tensor log_weights = at::empty({samples * shape.rows}, mu.options().dtype(row_sum_dtype(mu.scalar_type())));
   at::Tensor rng_state = at::empty({2}, mu.options().dtype(at::kLong));
@@ -54,7 +45,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> reparameterize_log_we
   const at::Tensor logvar = logvar_in.contiguous();
   const at::Tensor prior_mu = prior_mu_opt.value_or(at::Tensor());
   const at::Tensor prior_logvar = prior_logvar_opt.value_or(at::Tensor());
-  const RowShape shape = check_shape(mu, logvar, prior_mu, prior_logvar, event_dims, op);
+  const RowShape shape = sample_row_shape(mu, logvar, prior_mu, prior_logvar, event_dims, op);
   const int64_t samples = sample_count(num_samples, op);
   const int64_t n = mu.numel();
   at::Tensor grad_z, grad_w;
