@@ -22,8 +22,8 @@ from typing import Dict, List, Optional, Sequence
 import torch
 
 from bench import cases, env, report, steps
-from bench.timing import (CopyBaseline, Stats, TimerConfig, cpu_clock, cuda_peak_bytes, launches,
-                          saved_tensor_bytes, time_cpu_interleaved, time_fn, torch_threads)
+from bench.timing import (CUDAGRAPH_MAX_NUMEL, CopyBaseline, Stats, TimerConfig, cpu_clock, cuda_peak_bytes,
+                          launches, saved_tensor_bytes, time_cpu_interleaved, time_fn, torch_threads)
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -159,10 +159,11 @@ def _time_entries(run: Run, entries, numel: int, mode: str, what: str) -> List[O
     for prov, call, _ in entries:
         try:
             with prov.context():
-                # backward of a forward recorded outside the graph cannot be captured on
-                # do_bench_cudagraph's own stream: plain do_bench for bwd
-                out.append(time_fn(call, run.device, run.cfg, numel=numel,
-                                   cudagraph=False if mode in ("bwd", "clip", "step") else None))
+                # autograd is never captured (see bench.timing): the wall clock where the host
+                # bounds it, CUDA events otherwise; clipping mutates in place, uncaptured too
+                host_bound = mode == "step" or (mode in cases.GRAD_MODES and numel <= CUDAGRAPH_MAX_NUMEL)
+                out.append(time_fn(call, run.device, run.cfg, numel=numel, host_bound=host_bound,
+                                   cudagraph=False if mode in cases.GRAD_MODES + ("clip",) else None))
         except Exception as e:
             _fail(run, f"{what} {prov.name}", e)
             out.append(None)

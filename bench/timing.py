@@ -29,6 +29,11 @@ Timing
   graph, so the launch cost of the Python + dispatcher path is not what is measured; no
   L2 flush -- tiny tensors stay in L2 in a real training step too). Both are asked for
   every sample (``return_mode="all"``) and summarised with the same quantiles as on CPU.
+  Calls under autograd on tiny shapes (fwd-grad, bwd, full) and whole training steps are
+  host-bound: they are timed by the wall clock per call (``wall``), the device drained at
+  the end of each sample, and never captured -- a capture that fails inside autograd
+  leaves the CUDA generator marked as capturing, and every later random draw refuses to
+  run ("Offset increment outside graph capture", seen on an H200).
   The timer actually used is recorded in the ``timer`` column.
 
 Memory
@@ -205,10 +210,35 @@ def time_cuda(fn: Callable[[], object], cfg: TimerConfig, *, cudagraph: bool) ->
     return summarize(samples, "do_bench")
 
 
+def time_cuda_wall(fn: Callable[[], object], cfg: TimerConfig) -> Stats:
+    """Median / p20 / p80 wall time per call of ``fn()``, the device drained at the end of each
+    sample: what a training loop pays per call when the host, not the GPU, is the bottleneck
+    (small tensors under autograd, whole steps). CUDA events would time the GPU's idle gaps
+    between launches against an L2 flush queued ahead of them instead."""
+    clock = time.perf_counter_ns
+    for _ in range(cfg.warmup):
+        fn()
+    torch.cuda.synchronize()
+    inner, sample_s = _calibrate(fn, cfg, clock)
+    reps = max(cfg.min_reps, min(cfg.max_reps, int(cfg.min_time_s / sample_s) + 1))
+    samples = []
+    for _ in range(reps):
+        torch.cuda.synchronize()
+        t0 = clock()
+        for _ in range(inner):
+            fn()
+        torch.cuda.synchronize()
+        samples.append((clock() - t0) * 1e-6 / inner)
+    return summarize(samples, _timer_name("wall", inner))
+
+
 def time_fn(fn: Callable[[], object], device: torch.device, cfg: TimerConfig, *,
-            numel: Optional[int] = None, cudagraph: Optional[bool] = None) -> Stats:
-    """Dispatch to the CPU or CUDA timer; tiny CUDA shapes use the CUDA-graph timer."""
+            numel: Optional[int] = None, cudagraph: Optional[bool] = None, host_bound: bool = False) -> Stats:
+    """Dispatch to the CPU or CUDA timer: on CUDA, ``host_bound`` calls get the wall clock, and
+    tiny shapes the CUDA-graph timer unless ``cudagraph=False``."""
     if device.type == "cuda":
+        if host_bound:
+            return time_cuda_wall(fn, cfg)
         if cudagraph is None:
             cudagraph = numel is not None and numel <= CUDAGRAPH_MAX_NUMEL
         return time_cuda(fn, cfg, cudagraph=cudagraph)

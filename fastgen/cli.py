@@ -148,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", type=_device, default="cpu")
     train.add_argument("--seed", type=_non_negative_int, default=0)
     train.add_argument("--amp", action="store_true", help="bfloat16 autocast")
+    train.add_argument("--cuda-graph", action="store_true",
+                       help="capture the training step in a CUDA graph and replay it (VAE family, --device cuda)")
     train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     train.add_argument("--arch", choices=("mlp", "conv"), help="network type (default: mlp; conv for dcgan)")
     train.add_argument("--latent-dim", type=_positive_int)
@@ -175,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from fastgen.data import first_item_shape, load_dataset, num_classes_of
-    from fastgen.train import CheckpointError, TrainingDivergedError, fit
+    from fastgen.train import CheckpointError, TrainingDivergedError, _check_cuda_graph, fit
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -192,9 +194,13 @@ def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except ValueError as error:  # e.g. image sides not multiples of 4 for the conv nets
         parser.error(f"argument --arch: {error}")
     try:
+        _check_cuda_graph(args.cuda_graph, model, torch.device(args.device))
+    except ValueError as error:
+        parser.error(f"argument --cuda-graph: {error}")
+    try:
         fit(model, train_data, eval_data=eval_data, epochs=args.epochs, batch_size=args.batch_size, out_dir=args.out,
             device=args.device, amp=args.amp, resume=args.resume, seed=args.seed, plot_every=args.plot_every,
-            progress=not args.no_progress, title=args.model)
+            progress=not args.no_progress, title=args.model, cuda_graph=args.cuda_graph)
     # Failures a run can meet: their messages say what happened and what to do, so one line
     # serves better than a traceback. Anything else is a bug and keeps its traceback.
     except (CheckpointError, TrainingDivergedError, OSError) as error:  # OSError: fit's OutputError and the like

@@ -479,6 +479,124 @@ class _Distributed:
 # the loop
 
 
+# Steps between progress-bar updates, and between reads of a captured step's summed objectives
+# (each read a host synchronization).
+_CHECK_EVERY = 10
+
+
+def _make_capturable(optimizer: torch.optim.Optimizer) -> None:
+    """Switch an optimizer to its graph-safe step (``capturable``, step counts on the device)."""
+    for group in optimizer.param_groups:
+        if "capturable" in group:
+            group["capturable"] = True
+        for parameter in group["params"]:
+            step = optimizer.state.get(parameter, {}).get("step")
+            if isinstance(step, torch.Tensor) and step.device != parameter.device:
+                optimizer.state[parameter]["step"] = step.to(parameter.device)
+
+
+class _CapturedStep:
+    """The model's step captured once in a CUDA graph and replayed for every batch (``cuda_graph=True``).
+
+    A replay launches the whole step (forward, backward, optimizer) at once: at the sizes VAEs
+    train at, the host's kernel launches, not the GPU, bound an eager step. Capture needs a
+    warmed-up step (optimizer state, cuBLAS workspaces, autotuned kernels), so three steps on
+    the first batch run first, on a side stream; then the parameters, buffers, optimizer state
+    and CUDA generator are put back as they were, and training sees exactly its own batches.
+    The objectives are summed on the device inside the graph, in float64, and read by ``totals``.
+    """
+
+    def __init__(self, model: nn.Module, optimizers: Mapping[str, torch.optim.Optimizer],
+                 inputs: tuple[torch.Tensor | None, ...]) -> None:
+        device = inputs[0].device
+        for optimizer in optimizers.values():
+            _make_capturable(optimizer)
+        self.model = model
+        self.inputs = tuple(None if t is None else t.clone() for t in inputs)
+        saved_model = {name: value.clone() for name, value in model.state_dict().items()}
+        saved_state = [(state, {key: value.clone() for key, value in state.items() if isinstance(value, torch.Tensor)})
+                       for state in self._optimizer_states(optimizers)]
+        saved_rng = torch.cuda.get_rng_state(device)
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                objectives = model._capturable_step(*self.inputs)
+        torch.cuda.current_stream(device).wait_stream(side)
+        model.load_state_dict(saved_model)  # copies into the same tensors, which the graph will use
+        for state, saved in saved_state:
+            for key, value in state.items():
+                if not isinstance(value, torch.Tensor):
+                    continue
+                if key in saved:
+                    value.copy_(saved[key])
+                else:  # created by the warm-up: zero, as a fresh optimizer's state is
+                    value.zero_()
+        torch.cuda.set_rng_state(saved_rng, device)
+
+        self.names = list(objectives)
+        self._sums = torch.zeros(len(self.names), dtype=torch.float64, device=device)
+        self.graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(self.graph):
+                objectives = model._capturable_step(*self.inputs)
+                self._sums += torch.stack([objectives[name].double() for name in self.names])
+        except RuntimeError as error:
+            raise RuntimeError(f"cuda_graph=True: {type(model).__name__}'s step could not be captured in a CUDA "
+                               f"graph ({_first_line(error)}); train without cuda_graph") from error
+        self.steps = 0
+
+    @staticmethod
+    def _optimizer_states(optimizers: Mapping[str, torch.optim.Optimizer]) -> list[dict]:
+        return [optimizer.state[parameter] for optimizer in optimizers.values()
+                for group in optimizer.param_groups for parameter in group["params"]]
+
+    def replay(self, inputs: tuple[torch.Tensor | None, ...]) -> None:
+        for static, new in zip(self.inputs, inputs):
+            if static is None:
+                continue
+            if new.shape != static.shape:
+                raise ValueError(f"cuda_graph=True replays a step captured for inputs of shape {tuple(static.shape)}, "
+                                 f"got {tuple(new.shape)}: every batch must have the same size")
+            static.copy_(new)
+        self.graph.replay()
+        self.steps += 1
+
+    def reset(self) -> None:
+        """Start the sums of a new epoch."""
+        self._sums.zero_()
+        self.steps = 0
+
+    def totals(self) -> tuple[dict[str, float], dict[str, int]]:
+        """The objectives summed over this epoch's steps, and the step counts; a host synchronization.
+
+        Raises FloatingPointError when a sum is NaN or infinite.
+        """
+        sums = dict(zip(self.names, self._sums.tolist()))
+        bad = [name for name, value in sums.items() if not math.isfinite(value)]
+        if bad:
+            raise FloatingPointError(
+                f"non-finite {', '.join(bad)} in the sum of this epoch's {self.steps} steps (a step in a CUDA "
+                f"graph is checked every {_CHECK_EVERY} steps, after its update)")
+        return sums, {name: self.steps for name in self.names}
+
+
+def _check_cuda_graph(cuda_graph: Any, model: nn.Module, device: torch.device) -> None:
+    if not isinstance(cuda_graph, bool):
+        raise TypeError(f"cuda_graph must be True or False, got {cuda_graph!r}")
+    if not cuda_graph:
+        return
+    if not getattr(model, "capturable", False):
+        raise ValueError(f"cuda_graph=True captures the step of the VAE family (VAE, BetaVAE, ConditionalVAE, "
+                         f"IWAE); {type(model).__name__}'s step cannot be captured: train it without cuda_graph")
+    if device.type != "cuda":
+        raise ValueError(f"cuda_graph=True needs a CUDA device, got device={str(device)!r}")
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size > 1:
+        raise ValueError(f"cuda_graph=True trains on one process; under torchrun (WORLD_SIZE={world_size}) "
+                         f"train without it")
+
+
 def _to_device(batch, device: torch.device):
     if isinstance(batch, torch.Tensor):
         return batch.to(device, non_blocking=True)
@@ -531,7 +649,7 @@ def fit(model: nn.Module, train_data: Dataset, *, epochs: int, batch_size: int, 
         eval_data: Dataset | None = None, device: str | torch.device = "cpu", amp: bool = False,
         resume: bool = False, seed: int = 0, plot_every: int = 1, num_samples: int = 64,
         eval_batch_size: int = 256, progress: bool = True, log: Callable[[str], None] | None = None,
-        title: str | None = None) -> list[dict[str, float]]:
+        title: str | None = None, cuda_graph: bool = False) -> list[dict[str, float]]:
     """Train ``model`` for ``epochs`` epochs and return the metrics history (one dict per epoch).
 
     Args:
@@ -553,6 +671,10 @@ def fit(model: nn.Module, train_data: Dataset, *, epochs: int, batch_size: int, 
         plot_every: write the sample grid and the curves every this many epochs (and after the
             last); metrics and checkpoint are written every epoch.
         num_samples: images in the sample grid.
+        cuda_graph: capture the training step once in a CUDA graph and replay it for every
+            batch (the VAE family on one CUDA device): one launch per step instead of one per
+            kernel. The objectives are summed on the device and checked for NaN/inf every
+            10 steps, after the update, instead of before each update.
 
     Under ``torchrun`` (``WORLD_SIZE > 1``) the process group is created (gloo on CPU, nccl
     on CUDA) unless it exists, the model's networks are wrapped in DistributedDataParallel,
@@ -577,6 +699,7 @@ def fit(model: nn.Module, train_data: Dataset, *, epochs: int, batch_size: int, 
     if len(train_data) == 0:  # type: ignore[arg-type]
         raise ValueError("train_data is empty")
     requested_device = _resolve_device(device)
+    _check_cuda_graph(cuda_graph, model, requested_device)
     distributed = _Distributed(requested_device)
     device = distributed.device
     emit = log or _tqdm_write
@@ -613,6 +736,7 @@ def fit(model: nn.Module, train_data: Dataset, *, epochs: int, batch_size: int, 
         if start_epoch >= epochs:
             return history
         saved_epoch = start_epoch  # the epoch that checkpoint_path holds for this run (0: none yet)
+        captured: _CapturedStep | None = None  # cuda_graph: the step, captured at the first batch
 
         if distributed.enabled:
             model.distribute(distributed.wrap)
@@ -633,12 +757,23 @@ def fit(model: nn.Module, train_data: Dataset, *, epochs: int, batch_size: int, 
             model.train()
             sums: dict[str, float] = {}
             counts: dict[str, int] = {}
+            if captured is not None:
+                captured.reset()
             started = time.perf_counter()
             bar = _progress(loader, f"epoch {epoch}/{epochs}", enabled=progress and distributed.is_main)
             for batch_index, batch in enumerate(bar):
                 global_step += 1
                 try:
-                    metrics = model.step(_to_device(batch, device))
+                    if cuda_graph:
+                        inputs = model._step_inputs(_to_device(batch, device))
+                        if captured is None:
+                            captured = _CapturedStep(model, optimizers, inputs)
+                        captured.replay(inputs)
+                        if batch_index % _CHECK_EVERY == 0 or batch_index + 1 == len(loader):
+                            sums, counts = captured.totals()
+                        metrics = {}
+                    else:
+                        metrics = model.step(_to_device(batch, device))
                     bad = [name for name, value in metrics.items() if not math.isfinite(value)]
                     if bad:
                         raise FloatingPointError(", ".join(f"non-finite {name}: {metrics[name]}" for name in bad))
@@ -651,7 +786,7 @@ def fit(model: nn.Module, train_data: Dataset, *, epochs: int, batch_size: int, 
                 for name, value in metrics.items():
                     sums[name] = sums.get(name, 0.0) + value
                     counts[name] = counts.get(name, 0) + 1
-                if hasattr(bar, "set_postfix") and (batch_index % 10 == 0):
+                if hasattr(bar, "set_postfix") and batch_index % _CHECK_EVERY == 0:
                     bar.set_postfix({name: f"{sums[name] / counts[name]:.4g}" for name in sums}, refresh=False)
             train_means = distributed.mean_metrics(sums, counts)
 

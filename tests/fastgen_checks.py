@@ -88,8 +88,9 @@ def oracle_gaussian_kl(mu, logvar, prior_mu=None, prior_logvar=None, event_dims=
     """KL via torch.distributions.kl_divergence of Independent Normals, float64."""
     mu, logvar = f64(mu), f64(logvar)
     shape = torch.broadcast_shapes(*(t.shape for t in (mu, logvar, prior_mu, prior_logvar) if t is not None))
-    pm = torch.zeros(()) if prior_mu is None else f64(prior_mu)
-    plv = torch.zeros(()) if prior_logvar is None else f64(prior_logvar)
+    standard = torch.zeros((), dtype=torch.float64, device=mu.device)  # the N(0, I) prior's parameters
+    pm = standard if prior_mu is None else f64(prior_mu)
+    plv = standard if prior_logvar is None else f64(prior_logvar)
     pm, plv = pm.to(torch.float64).expand(shape), plv.to(torch.float64).expand(shape)
     mu, logvar = mu.expand(shape), logvar.expand(shape)
     kl = kl_divergence(normal(mu, logvar, event_dims), normal(pm, plv, event_dims))
@@ -107,7 +108,7 @@ def oracle_bernoulli(logits, target, event_dims=1, reduction="none"):
 def oracle_gaussian_ll(x, mean, logvar=None, event_dims=1, reduction="none"):
     """Normal(mean, e^(logvar/2)).log_prob(x) summed over the event dims, float64."""
     x, mean = f64(x), f64(mean)
-    lv = torch.zeros((), dtype=torch.float64) if logvar is None else f64(logvar)
+    lv = torch.zeros((), dtype=torch.float64, device=x.device) if logvar is None else f64(logvar)
     shape = torch.broadcast_shapes(x.shape, mean.shape, lv.shape)
     log_prob = normal(mean.expand(shape), lv.expand(shape), event_dims).log_prob(x.expand(shape))
     return reduce(log_prob, reduction)

@@ -178,6 +178,10 @@ def test_mnist_data_from_a_folder(tmp_path):
     (["train", "vae", "--epochs", "1", "--out", "x", "--device", "warp"], "argument --device"),
     (["train", "vae", "--epochs", "1", "--out", "x", "--seed", "-4"], "argument --seed"),
     (["train", "dcgan", "--epochs", "1", "--out", "x", "--arch", "mlp"], "argument --arch: dcgan is convolutional"),
+    (["train", "vae", "--epochs", "1", "--out", "x", "--cuda-graph"],
+     "argument --cuda-graph: cuda_graph=True needs a CUDA device, got device='cpu'"),
+    (["train", "wgan", "--epochs", "1", "--out", "x", "--cuda-graph"],
+     "argument --cuda-graph: cuda_graph=True captures the step of the VAE family"),
 ])
 def test_bad_arguments_name_the_argument(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:

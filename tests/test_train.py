@@ -310,6 +310,23 @@ def test_bad_arguments_are_named(tmp_path, small_data, argument, value, message)
         _fit(_vae(), small_data, tmp_path, **{argument: value})
 
 
+@pytest.mark.parametrize(("model", "kwargs", "error", "message"), [
+    (_vae, {"cuda_graph": "yes"}, TypeError, "cuda_graph must be True or False, got 'yes'"),
+    (_vae, {"cuda_graph": True}, ValueError, "cuda_graph=True needs a CUDA device, got device='cpu'"),
+    (lambda: WGAN.mlp(SHAPE, latent_dim=4, hidden=32), {"cuda_graph": True}, ValueError,
+     "cuda_graph=True captures the step of the VAE family .*; WGAN's step cannot be captured"),
+])
+def test_cuda_graph_refusals_are_named(tmp_path, small_data, model, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        _fit(model(), small_data, tmp_path, **kwargs)
+
+
+def test_cuda_graph_refuses_several_processes(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match=r"cuda_graph=True trains on one process; under torchrun \(WORLD_SIZE=2\)"):
+        train._check_cuda_graph(True, _vae(), torch.device("cuda"))
+
+
 def _can_create_files_in(folder: Path) -> bool:
     try:
         (folder / "probe").touch()

@@ -462,6 +462,31 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// Rows of one column (event_dims=0: one term per output). Lanes of a warp take
+// consecutive rows, so every load is coalesced, and each thread takes N rows a
+// block apart: N independent loads in flight per thread, where one row per
+// lane (row_sums_by_lanes at width 1) left the memory system a third busy.
+template <typename Op, int N>
+__global__ void __launch_bounds__(kThreads)
+    row_sums_of_one_column(Op op, int64_t rows, acc_t<typename Op::scalar_t>* out) {
+  using Acc = acc_t<typename Op::scalar_t>;
+  if (blockIdx.x == 0 && threadIdx.x == 0) op.per_launch();
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * kThreads * N;
+  for (int64_t first = static_cast<int64_t>(blockIdx.x) * kThreads * N + threadIdx.x; first < rows; first += stride) {
+    Acc sums[N];
+#pragma unroll
+    for (int i = 0; i < N; ++i) {
+      const int64_t r = first + static_cast<int64_t>(i) * kThreads;
+      if (r < rows) sums[i] = op.template sum<N, false>(op.row(r, 1), 0, 1);  // as a width-1 lane group does
+    }
+#pragma unroll
+    for (int i = 0; i < N; ++i) {
+      const int64_t r = first + static_cast<int64_t>(i) * kThreads;
+      if (r < rows) out[r] = sums[i];
+    }
+  }
+}
+
 template <typename Acc>
 __global__ void __launch_bounds__(kThreads) add_partials(const Acc* partials, int64_t rows, int64_t chunks, Acc* out) {
   const int64_t stride = static_cast<int64_t>(gridDim.x) * kThreads;
@@ -478,6 +503,12 @@ __global__ void __launch_bounds__(kThreads) add_partials(const Acc* partials, in
 template <int N, typename Op>
 cudaError_t row_sums(const Launch& launch, const Op& op, Rows shape, bool aligned, void* out, void* partials) {
   using Acc = acc_t<typename Op::scalar_t>;
+  if (shape.cols == 1) {
+    constexpr auto one_column = row_sums_of_one_column<Op, N>;
+    one_column<<<grid_for<one_column>(launch, ceil_div(shape.rows, kThreads * N)), kThreads, 0, launch.stream>>>(
+        op, shape.rows, static_cast<Acc*>(out));
+    return cudaGetLastError();
+  }
   return dispatch_aligned(aligned && shape.cols % N == 0, [&](auto aligned_tag) {
     constexpr bool kAligned = decltype(aligned_tag)::value;
     Acc* sums = static_cast<Acc*>(out);

@@ -7,7 +7,9 @@ The trainer (``fastgen.train.fit``) only relies on this interface:
 * ``sample(n[, y], generator=None) -> Tensor``: ``n`` samples in data space;
 * ``optimizers() -> dict[str, Optimizer]``: what a checkpoint must save;
 * ``distribute(wrap)``: route training forwards through DDP-wrapped networks;
-* ``set_autocast(device_type, dtype)``: mixed precision for the forward passes.
+* ``set_autocast(device_type, dtype)``: mixed precision for the forward passes;
+* ``capturable``, ``_step_inputs(batch)`` and ``_capturable_step(*inputs)``: the step split into
+  its checked inputs and its device work, for ``fit(..., cuda_graph=True)`` (the VAE family).
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ class GenerativeModel(nn.Module):
     network_names: tuple[str, ...] = ()
     #: number of classes for conditional models, ``0`` otherwise
     num_classes: int = 0
+    #: whether the step can be captured in a CUDA graph: ``_step_inputs`` and ``_capturable_step``
+    capturable: bool = False
 
     def __init__(self) -> None:
         super().__init__()
@@ -136,10 +140,10 @@ class GenerativeModel(nn.Module):
         self._autocast_device = device_type
         self._autocast_dtype = dtype
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
+    def _autocast(self, cache: bool = True) -> contextlib.AbstractContextManager:
         if self._autocast_device is None:
             return contextlib.nullcontext()
-        return torch.autocast(self._autocast_device, dtype=self._autocast_dtype)
+        return torch.autocast(self._autocast_device, dtype=self._autocast_dtype, cache_enabled=cache)
 
     # -- helpers --------------------------------------------------------------------------
     @property
@@ -174,6 +178,15 @@ class GenerativeModel(nn.Module):
 
     def step(self, batch) -> dict[str, float]:
         raise NotImplementedError
+
+    def _step_inputs(self, batch) -> tuple[Tensor | None, ...]:
+        """``batch`` -> the tensors ``_capturable_step`` takes, checked (this may synchronize)."""
+        raise NotImplementedError(f"{type(self).__name__}'s step cannot be captured in a CUDA graph")
+
+    def _capturable_step(self, *inputs: Tensor | None) -> dict[str, Tensor]:
+        """``step``'s device work on ``_step_inputs``'s tensors, with no host synchronization (so
+        no finiteness check): the update, and the batch's objectives as 0-d tensors."""
+        raise NotImplementedError(f"{type(self).__name__}'s step cannot be captured in a CUDA graph")
 
     def evaluate(self, batch, generator: torch.Generator | None = None) -> dict[str, float]:
         raise NotImplementedError

@@ -76,6 +76,7 @@ class VAE(GenerativeModel):
     """
 
     network_names = ("encoder", "decoder")
+    capturable = True
 
     def __init__(self, encoder: nn.Module, decoder: nn.Module, latent_dim: int, *,
                  likelihood: str = "bernoulli", observation_logvar: float | str = "learned",
@@ -268,15 +269,33 @@ class VAE(GenerativeModel):
     def step(self, batch) -> dict[str, float]:
         """One optimizer step on ``loss``; returns the batch's objectives as floats."""
         x, labels = self._training_inputs(batch)
+        objectives = self._update(x, labels, captured=False)
+        return {name: float(value) for name, value in objectives.items()}
+
+    def _step_inputs(self, batch) -> tuple[Tensor, Tensor | None]:
+        x, labels = self._training_inputs(batch)
+        # Class labels become one-hot rows here, where their range check may synchronize.
+        if labels is not None:
+            labels = one_hot_labels(labels, self.num_classes, device=x.device)
+        return x, labels
+
+    def _capturable_step(self, x: Tensor, labels: Tensor | None) -> dict[str, Tensor]:
+        return self._update(x, labels, captured=True)
+
+    def _update(self, x: Tensor, labels: Tensor | None, *, captured: bool) -> dict[str, Tensor]:
+        """One optimizer step on ``loss``. ``captured``: inside a CUDA-graph capture, where nothing
+        may synchronize (the trainer checks the accumulated objectives instead of each loss) and
+        autocast keeps no cache (a cached cast would be a tensor of the capture)."""
         optimizer = self.optimizers()["model"]
-        with self._autocast():
+        with self._autocast(cache=not captured):
             objectives = self.loss(x, labels)
-        self._require_finite("loss", objectives.loss)
+        if not captured:
+            self._require_finite("loss", objectives.loss)
         optimizer.zero_grad(set_to_none=True)
         objectives.loss.backward()
         self._average_loose_gradients()
         optimizer.step()
-        return {name: float(value.detach()) for name, value in objectives._asdict().items()}
+        return {name: value.detach() for name, value in objectives._asdict().items()}
 
     @torch.no_grad()
     def evaluate(self, batch, generator: torch.Generator | None = None) -> dict[str, float]:

@@ -53,6 +53,13 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtyp
     torch.testing.assert_close(actual.cpu(), expected.cpu(), rtol=rtol, atol=atol * scale, equal_nan=False)
 
 
+def assert_noisy_close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype, scale: float = 1.0) -> None:
+    """assert_close for values carrying eps drawn on two devices: eps is computed in float32 on every
+    backend, and CUDA's logf/sincosf and the CPU's differ in its last bits (the design's 1e-5), so a
+    float64 result can only match to float32 rounding (measured on an H200: up to 6e-7 absolute)."""
+    assert_close(actual, expected, torch.float32 if dtype == torch.float64 else dtype, scale)
+
+
 def cpu_noise(seed: int, offset: int, n: int, start: int = 0) -> torch.Tensor:
     """Elements [start, start + n) of the stream (seed, offset), from the CPU kernel (start % 4 == 0)."""
     assert start % 4 == 0
@@ -95,13 +102,13 @@ def test_reparameterize_matches_cpu_stream(dtype, shape, num_samples):
     samples = num_samples or 1
     eps = cpu_noise(seed, offset, samples * mu.numel()).reshape(z.shape).double()
     expected = mu.cpu().double() + torch.exp(0.5 * logvar.cpu().double()) * eps
-    assert_close(z.double(), expected.to(dtype).double(), dtype, scale=4)
+    assert_noisy_close(z.double(), expected.to(dtype).double(), dtype, scale=4)
 
     # Backward regenerates the same eps from rng_state, on either device.
     grad_z = inputs(z.shape, dtype, "cuda", seed=3)
     grad_logvar = ops._reparameterize_backward(grad_z, logvar, rng_state, num_samples)
     expected_grad = ops._reparameterize_backward(grad_z.cpu(), logvar.cpu(), rng_state.cpu(), num_samples)
-    assert_close(grad_logvar, expected_grad, dtype, scale=4)
+    assert_noisy_close(grad_logvar, expected_grad, dtype, scale=4)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -128,7 +135,7 @@ def test_reparameterize_kl_matches_cpu(dtype, shape, num_samples, event_dims):
             None if gz is None else gz.cpu(), None if gk is None else gk.cpu(), mu.cpu(), logvar.cpu(),
             rng_state.cpu(), num_samples, event_dims)
         for a, e in zip(actual, expected):
-            assert_close(a, e, dtype, scale=4)
+            assert_noisy_close(a, e, dtype, scale=4)
 
 
 def test_generator_offset_advances_by_the_counters_used():

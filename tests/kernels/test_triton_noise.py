@@ -117,7 +117,7 @@ def test_rng_state_and_fresh_noise(device):
     torch.manual_seed(5)
     _, rng_state = torch.ops.fastgen_triton._reparameterize(mu, logvar, None, None)
     _, next_state = torch.ops.fastgen_triton._reparameterize(mu, logvar, None, None)
-    assert rng_state.dtype == torch.int64 and rng_state.device == device and rng_state.shape == (2,)
+    assert rng_state.dtype == torch.int64 and rng_state.device == mu.device and rng_state.shape == (2,)
     (seed, offset), (next_seed, next_offset) = rng_state.tolist(), next_state.tolist()
     if device.type == "cpu":
         assert offset == next_offset == 0 and seed != next_seed
