@@ -391,14 +391,16 @@ def _capture_rng(data_generator: torch.Generator) -> dict[str, Any]:
 
 
 def _restore_rng(state: Mapping[str, Any], data_generator: torch.Generator) -> None:
-    torch.set_rng_state(state["torch"])
+    # A checkpoint loaded onto a GPU (map_location) brings these tensors there too; every
+    # generator takes its state as a CPU tensor (on an H200: "RNG state must be a torch.ByteTensor").
+    torch.set_rng_state(state["torch"].cpu())
     if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([cuda_state.cpu() for cuda_state in state["cuda"]])
     random.setstate(_as_tuple(state["python"]))
     numpy_state = state["numpy"]
-    np.random.set_state((numpy_state["key"], numpy_state["keys"].numpy().astype(np.uint32), numpy_state["pos"],
+    np.random.set_state((numpy_state["key"], numpy_state["keys"].cpu().numpy().astype(np.uint32), numpy_state["pos"],
                          numpy_state["has_gauss"], numpy_state["cached_gaussian"]))
-    data_generator.set_state(state["data"])
+    data_generator.set_state(state["data"].cpu())
 
 
 def _as_tuple(value):
@@ -856,7 +858,7 @@ def _restore(payload: dict[str, Any], path: Path, model: nn.Module, optimizers: 
             emit(f"checkpoint {path} was written by {len(rng_states)} process(es), this run has "
                  f"{distributed.world_size}: RNG state not restored, continuation is not bit-exact")
         _seed_everything(int(payload.get("seed", 0)) + 1000 * int(payload["epoch"]) + distributed.rank)
-        data_generator.set_state(rng_states[0]["data"])
+        data_generator.set_state(rng_states[0]["data"].cpu())
     return int(payload["epoch"]), int(payload["global_step"]), [dict(row) for row in payload["history"]]
 
 
