@@ -53,7 +53,7 @@ class Run:
 
     def stats_row(self, st: Stats, *, nbytes: Optional[int], numel: int, **kw) -> Dict:
         gbps = pct = None
-        if nbytes:
+        if nbytes and not st.timer.startswith("wall"):  # a host-bound wall time is no bandwidth
             gbps = nbytes / (st.median_ms * 1e-3) / 1e9
             copy = self.copy.time(nbytes, cudagraph=st.timer == "do_bench_cudagraph")
             pct = 100.0 * copy.median_ms / st.median_ms
