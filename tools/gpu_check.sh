@@ -23,7 +23,9 @@
 #   kernels    tests/kernels, Triton compiled for the GPU
 #   ops_triton CUDA-parametrised op tests, triton backend     (-m "cuda and triton")
 #   bench      shortened sweep: eager vs fastgen-cuda (ops), clipping + training steps, then
-#              eager vs fastgen-triton (real autotuning) as the budget allows
+#              eager vs fastgen-triton (real autotuning), then every provider with torch.compile
+#              at 32M elements (bench_compile), as the budget allows
+#   ncu        Nsight Compute sections of the CUDA forward kernels (tools/gpu_profile_ops.py)
 # Without a GPU (torch.cuda.is_available() false) the GPU phases are skipped cleanly.
 #
 # Triton in the test phases: by default (TRITON_TEST_CONFIGS=hash) a pytest plugin gives every
@@ -42,7 +44,7 @@
 # Knobs: OUT (./gpu_check_out), BUDGET_S (450: the whole run, wall seconds; the device machine
 #   allows 8 minutes), PHASES (all), PY (python3), WORKERS (pytest-xdist workers, 12; 0 = serial),
 #   TEST_TIMEOUT (120 s per test), TRITON_TEST_CONFIGS (hash|autotune), KEEP_TRITON_CACHE (1),
-#   BENCH_SIZES, BENCH_TRITON_SIZES, MAX_JOBS (nproc), TORCH_CUDA_ARCH_LIST, BUILD_S (330: the build's cap).
+#   BENCH_SIZES, BENCH_TRITON_SIZES, BENCH_COMPILE_SIZES, MAX_JOBS (nproc), TORCH_CUDA_ARCH_LIST, BUILD_S (330: the build's cap).
 #   Dry runs without a GPU: FORCE_GPU_PHASES=1 runs the GPU phases anyway (their tests skip
 #   themselves; the smoke runs the CPU backend) and BENCH_DEVICE=cpu points the bench at the CPU;
 #   the build then compiles the CUDA kernels too where torch has CUDA and nvcc is found.
@@ -110,7 +112,7 @@ WORKERS=${WORKERS:-12}
 TEST_TIMEOUT=${TEST_TIMEOUT:-120}
 TRITON_TEST_CONFIGS=${TRITON_TEST_CONFIGS:-hash}
 KEEP_TRITON_CACHE=${KEEP_TRITON_CACHE:-1}
-PHASES=${PHASES:-env,build,smoke,cuda,ops,kernels,ops_triton,bench}
+PHASES=${PHASES:-env,build,smoke,cuda,ops,kernels,ops_triton,bench,ncu}
 OUT=${OUT:-$ROOT/gpu_check_out}
 RESULT_FILES=(summary.md env_build.log smoke.log tests_cuda.log tests_ops.log tests_triton.log bench.csv bench.md
               triton_cache.tgz)
@@ -583,12 +585,15 @@ if want bench && gpu_phase bench; then
   if [[ "$BENCH_DEVICE" == cuda ]]; then
     bench_part bench_triton 150 60 --quick --sizes "${BENCH_TRITON_SIZES:-128x20,32768x1024}" --dtypes float32 \
       --modes fwd,full --providers eager,fastgen-triton --no-clip --no-steps
+    # The torch.compile targets: every provider at 32M elements (each op compiles per mode).
+    bench_part bench_compile 150 60 --quick --sizes "${BENCH_COMPILE_SIZES:-32768x1024}" --dtypes float32 \
+      --modes fwd,full --providers eager,compile,fastgen-cuda,fastgen-triton --no-clip --no-steps
   else
     row bench_triton "skipped (no GPU)" - - - - 0 "Triton runs on CUDA tensors only"
   fi
   # One CSV (one header) and one markdown over all parts: the parts' own files, concatenated.
   first=1
-  for part in bench_cuda bench_clip_steps bench_triton; do  # in the order they ran
+  for part in bench_cuda bench_clip_steps bench_triton bench_compile; do  # in the order they ran
     for f in "$BDIR/$part"/*.csv; do
       [[ -f "$f" ]] || continue
       if (( first )); then cat "$f" > "$OUT/bench.csv"; first=0; else tail -n +2 "$f" >> "$OUT/bench.csv"; fi
@@ -596,6 +601,26 @@ if want bench && gpu_phase bench; then
     for f in "$BDIR/$part"/*.md; do [[ -f "$f" ]] && { echo "# $part"; echo; cat "$f"; echo; } >> "$OUT/bench.md"; done
   done
   { echo "## bench"; cat "$WORK/bench.log" 2>/dev/null; } >> "$ENVLOG"
+fi
+
+# ---------------------------------------------------------------------------------- ncu
+# Nsight Compute on the CUDA forward kernels at 32M float32 elements (row sums, element-wise
+# row sums, the noise kernel): memory throughput against peak, achieved occupancy, registers.
+if want ncu && gpu_phase ncu; then
+  t=$(slot 90 30); start=$(date +%s)
+  NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | tail -1)
+  if (( t == 0 )); then row ncu "skipped (budget)" - - - - 0 ""
+  elif [[ -z "$NCU" ]]; then row ncu "skipped (no ncu)" - - - - 0 "ncu is not on PATH"
+  else
+    timeout -k 10 "$t" "$NCU" --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy \
+      --section LaunchStats --kernel-name regex:'row_sums|for_each' --launch-skip 7 --launch-count 7 \
+      "$PY" tools/gpu_profile_ops.py > "$WORK/ncu.txt" 2>&1
+    rc=$?; st=pass; (( rc == 0 )) || st="FAIL (rc=$rc)"
+    row ncu "$st" "$(grep -c ', Context [0-9]*, Stream' "$WORK/ncu.txt" || true) kernels" - - - \
+      "$(( $(date +%s) - start ))" "sections in env_build.log"
+    { echo "## ncu"; cat "$WORK/ncu.txt"; } >> "$ENVLOG"
+    log "ncu: $st"
+  fi
 fi
 
 # --------------------------------------------------------------------------- triton cache
