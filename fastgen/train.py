@@ -513,7 +513,6 @@ class _CapturedStep:
         device = inputs[0].device
         for optimizer in optimizers.values():
             _make_capturable(optimizer)
-        self.model = model
         self.inputs = tuple(None if t is None else t.clone() for t in inputs)
         saved_model = {name: value.clone() for name, value in model.state_dict().items()}
         saved_state = [(state, {key: value.clone() for key, value in state.items() if isinstance(value, torch.Tensor)})
