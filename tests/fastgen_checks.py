@@ -1,4 +1,4 @@
-"""Helpers shared by fastgen's op tests: tolerances, inputs and the torch oracles.
+"""Helpers shared by fastgen's tests: tolerances, inputs, the torch oracles, a dispatch counter.
 
 The oracles are torch.distributions / torch.nn.functional, evaluated in
 float64, never fastgen.reference (which tests/test_reference.py checks
@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch.distributions import Independent, Normal, kl_divergence
+from torch.utils._python_dispatch import TorchDispatchMode
 
 DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 HALF = (torch.float16, torch.bfloat16)
@@ -125,3 +126,13 @@ def seeded(fn, seed=1234):
     return wrapped
 
 
+class DispatchedOps(TorchDispatchMode):
+    """Records the name of every operator that reaches the dispatcher, in order, in ``names``."""
+
+    def __init__(self):
+        super().__init__()
+        self.names = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.append(func.__name__.split(".")[0])
+        return func(*args, **(kwargs or {}))

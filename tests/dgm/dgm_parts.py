@@ -40,3 +40,14 @@ class Generator(dgm.Bernoulli):
     def forward(self, z):
         logits = self.out(torch.tanh(self.fc(z)))
         return {"probs": torch.sigmoid(logits)} if self.use_probs else {"logits": logits}
+
+
+class Classifier(dgm.Categorical):
+    """q(y|x) over four classes."""
+
+    def __init__(self):
+        super().__init__(cond_var=["x"], var=["y"], name="q")
+        self.fc = nn.Linear(12, 4)
+
+    def forward(self, x):
+        return {"logits": self.fc(x)}

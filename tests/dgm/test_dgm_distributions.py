@@ -12,7 +12,7 @@ import fastgen
 from fastgen import dgm
 from fastgen.dgm import DistributionError
 
-from dgm_parts import Generator, Inference
+from dgm_parts import Classifier, Generator, Inference
 
 
 def test_normal_sample_is_fastgen_reparameterize_and_log_prob_matches_torch(vae_parts):
@@ -70,14 +70,6 @@ def test_bernoulli_from_saturated_probs_is_finite():
 
 
 def test_categorical_log_prob_entropy_and_sampling():
-    class Classifier(dgm.Categorical):
-        def __init__(self):
-            super().__init__(cond_var=["x"], var=["y"], name="q")
-            self.fc = nn.Linear(12, 4)
-
-        def forward(self, x):
-            return {"logits": self.fc(x)}
-
     torch.manual_seed(0)
     q, x = Classifier(), torch.rand(7, 12)
     logits = q.get_params({"x": x})["logits"]

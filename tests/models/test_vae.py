@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.distributions as td
+from fastgen_checks import DispatchedOps
 
 from fastgen.models import (
     IWAE,
@@ -307,17 +308,6 @@ def _hand_written_loss(model, x, y, generator):
 
 @pytest.mark.parametrize("name", ["vae-mlp", "vae-conv", "vae-gaussian", "beta-vae", "cvae"])
 def test_loss_is_the_fastgen_dgm_objective(name):
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class Ops(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.names = []
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            self.names.append(func.__name__.split(".")[0])
-            return func(*args, **(kwargs or {}))
-
     torch.manual_seed(0)
     model = FACTORIES[name]()
     x, y = torch.rand(6, *SHAPE), torch.arange(6) % 10
@@ -325,7 +315,7 @@ def test_loss_is_the_fastgen_dgm_objective(name):
     parts = model.distributions()
     assert parts.q.prob_text == ("q(z|x,c)" if model.num_classes else "q(z|x)")
     assert list(parts.q.parameters()) == [] and "q." not in "".join(model.state_dict())
-    with Ops() as ops:
+    with DispatchedOps() as ops:
         out = model.loss(x, labels, generator=torch.Generator().manual_seed(4))
     assert ops.names.count("_reparameterize_kl") == 1 and "_gaussian_kl" not in ops.names
     kl, reconstruction = _hand_written_loss(model, x, labels, torch.Generator().manual_seed(4))
