@@ -104,14 +104,20 @@ class Stats:
 
 
 def quantile(sorted_values: Sequence[float], q: float) -> float:
-    """Linear-interpolation quantile of an already sorted, non-empty sequence."""
+    """Linear-interpolation quantile of an already sorted, non-empty sequence.
+
+    ``a + (b - a) * frac`` clamped to ``[a, b]`` rather than ``a * (1 - frac) + b * frac``: the
+    latter can round past its neighbours when samples (nearly) tie, so a p20 could exceed the
+    median. This form is monotone in ``frac`` and stays between the samples it joins, so the
+    quantiles of one sample set are always ordered.
+    """
     if not sorted_values:
         return math.nan
     pos = q * (len(sorted_values) - 1)
     lo = math.floor(pos)
     hi = min(lo + 1, len(sorted_values) - 1)
-    frac = pos - lo
-    return sorted_values[lo] * (1 - frac) + sorted_values[hi] * frac
+    a, b = sorted_values[lo], sorted_values[hi]
+    return min(max(a + (b - a) * (pos - lo), a), b)
 
 
 def summarize(samples_ms: Iterable[float], timer: str) -> Stats:
