@@ -44,7 +44,8 @@
 # Knobs: OUT (./gpu_check_out), BUDGET_S (450: the whole run, wall seconds; the device machine
 #   allows 8 minutes), PHASES (all), PY (python3), WORKERS (pytest-xdist workers, 12; 0 = serial),
 #   TEST_TIMEOUT (120 s per test), TRITON_TEST_CONFIGS (hash|autotune), KEEP_TRITON_CACHE (1),
-#   BENCH_SIZES, BENCH_TRITON_SIZES, BENCH_COMPILE_SIZES, MAX_JOBS (nproc), TORCH_CUDA_ARCH_LIST, BUILD_S (330: the build's cap).
+#   BENCH_SIZES, BENCH_TRITON_SIZES, BENCH_COMPILE_SIZES, BENCH_COMPILE_CAP (150 s),
+#   BENCH_PARTS (bench_cuda,bench_clip_steps,bench_triton,bench_compile), BENCH_OPS (the op sweeps' --ops), MAX_JOBS (nproc), TORCH_CUDA_ARCH_LIST, BUILD_S (330: the build's cap).
 #   Dry runs without a GPU: FORCE_GPU_PHASES=1 runs the GPU phases anyway (their tests skip
 #   themselves; the smoke runs the CPU backend) and BENCH_DEVICE=cpu points the bench at the CPU;
 #   the build then compiles the CUDA kernels too where torch has CUDA and nvcc is found.
@@ -563,6 +564,7 @@ if want bench && gpu_phase bench; then
   bench_part() {  # name cap min args...   (each part its own fresh --out: python -m bench appends to a CSV there)
     local name=$1 cap=$2 min=$3; shift 3
     local t start rc n st plog=$WORK/$name.log
+    if [[ ",$BENCH_PARTS," != *",$name,"* ]]; then row "$name" "not asked" - - - - 0 "BENCH_PARTS=$BENCH_PARTS"; return; fi
     t=$(slot "$cap" "$min")
     if (( t == 0 )); then row "$name" "skipped (budget)" - - - - 0 "needs >= ${min}s"; return; fi
     start=$(date +%s)
@@ -579,14 +581,16 @@ if want bench && gpu_phase bench; then
     log "$name: $st, $n rows"
   }
   if [[ "$BENCH_DEVICE" == cpu ]]; then SIZES=${BENCH_SIZES:-128x20,1024x1024}; else SIZES=${BENCH_SIZES:-128x20,4096x1024,32768x1024}; fi
-  bench_part bench_cuda 120 30 --quick --sizes "$SIZES" --dtypes float32,bfloat16 --modes fwd,full \
+  BENCH_PARTS=${BENCH_PARTS:-bench_cuda,bench_clip_steps,bench_triton,bench_compile}
+  OPS_ARGS=(); [[ -n "${BENCH_OPS:-}" ]] && OPS_ARGS=(--ops "$BENCH_OPS")
+  bench_part bench_cuda 120 30 "${OPS_ARGS[@]}" --quick --sizes "$SIZES" --dtypes float32,bfloat16 --modes fwd,full \
     --providers "eager,$FUSED" --no-clip --no-steps
   bench_part bench_clip_steps 75 25 --quick --no-ops --providers "eager,$FUSED"
   if [[ "$BENCH_DEVICE" == cuda ]]; then
-    bench_part bench_triton 150 60 --quick --sizes "${BENCH_TRITON_SIZES:-128x20,32768x1024}" --dtypes float32 \
+    bench_part bench_triton 150 60 "${OPS_ARGS[@]}" --quick --sizes "${BENCH_TRITON_SIZES:-128x20,32768x1024}" --dtypes float32 \
       --modes fwd,full --providers eager,fastgen-triton --no-clip --no-steps
     # The torch.compile targets: every provider at 32M elements (each op compiles per mode).
-    bench_part bench_compile 150 60 --quick --sizes "${BENCH_COMPILE_SIZES:-32768x1024}" --dtypes float32 \
+    bench_part bench_compile "${BENCH_COMPILE_CAP:-150}" 60 "${OPS_ARGS[@]}" --quick --sizes "${BENCH_COMPILE_SIZES:-32768x1024}" --dtypes float32 \
       --modes fwd,full --providers eager,compile,fastgen-cuda,fastgen-triton --no-clip --no-steps
   else
     row bench_triton "skipped (no GPU)" - - - - 0 "Triton runs on CUDA tensors only"
