@@ -38,6 +38,8 @@ SHAPES = [
     ((3, 4, 5), 2),
     ((2, 3, 300), 1),
     ((2, 3, 300), 3),
+    # Element-wise in whole 128-bit groups, an operand of the last dimension repeating in whole groups.
+    ((6, 16), 0),
 ]
 LONG_ROW = ((2, 20000), 1)
 

@@ -45,7 +45,8 @@
 #   allows 8 minutes), PHASES (all), PY (python3), WORKERS (pytest-xdist workers, 12; 0 = serial),
 #   TEST_TIMEOUT (120 s per test), TRITON_TEST_CONFIGS (hash|autotune), KEEP_TRITON_CACHE (1),
 #   BENCH_SIZES, BENCH_TRITON_SIZES, BENCH_COMPILE_SIZES, BENCH_COMPILE_CAP (150 s),
-#   BENCH_PARTS (bench_cuda,bench_clip_steps,bench_triton,bench_compile), BENCH_OPS (the op sweeps' --ops), MAX_JOBS (nproc), TORCH_CUDA_ARCH_LIST, BUILD_S (330: the build's cap).
+#   BENCH_PARTS (bench_cuda,bench_clip_steps,bench_triton,bench_compile), BENCH_OPS (the op sweeps' --ops),
+#   BENCH_COMPILE_ARGS (more arguments of the compile part, last: "--ops gaussian_kl --event-dims 0"), MAX_JOBS (nproc), TORCH_CUDA_ARCH_LIST, BUILD_S (330: the build's cap).
 #   Dry runs without a GPU: FORCE_GPU_PHASES=1 runs the GPU phases anyway (their tests skip
 #   themselves; the smoke runs the CPU backend) and BENCH_DEVICE=cpu points the bench at the CPU;
 #   the build then compiles the CUDA kernels too where torch has CUDA and nvcc is found.
@@ -590,8 +591,9 @@ if want bench && gpu_phase bench; then
     bench_part bench_triton 150 60 "${OPS_ARGS[@]}" --quick --sizes "${BENCH_TRITON_SIZES:-128x20,32768x1024}" --dtypes float32 \
       --modes fwd,full --providers eager,fastgen-triton --no-clip --no-steps
     # The torch.compile targets: every provider at 32M elements (each op compiles per mode).
+    read -r -a COMPILE_ARGS <<<"${BENCH_COMPILE_ARGS:-}"
     bench_part bench_compile "${BENCH_COMPILE_CAP:-150}" 60 "${OPS_ARGS[@]}" --quick --sizes "${BENCH_COMPILE_SIZES:-32768x1024}" --dtypes float32 \
-      --modes fwd,full --providers eager,compile,fastgen-cuda,fastgen-triton --no-clip --no-steps
+      --modes fwd,full --providers eager,compile,fastgen-cuda,fastgen-triton --no-clip --no-steps "${COMPILE_ARGS[@]}"
   else
     row bench_triton "skipped (no GPU)" - - - - 0 "Triton runs on CUDA tensors only"
   fi
@@ -617,7 +619,7 @@ if want ncu && gpu_phase ncu; then
   elif [[ -z "$NCU" ]]; then row ncu "skipped (no ncu)" - - - - 0 "ncu is not on PATH"
   else
     timeout -k 10 "$t" "$NCU" --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy \
-      --section LaunchStats --kernel-name regex:'row_sums|for_each' --launch-skip 7 --launch-count 7 \
+      --section LaunchStats --kernel-name regex:'row_sums|for_each' --launch-skip 9 --launch-count 9 \
       "$PY" tools/gpu_profile_ops.py > "$WORK/ncu.txt" 2>&1
     rc=$?; st=pass; (( rc == 0 )) || st="FAIL (rc=$rc)"
     row ncu "$st" "$(grep -c ', Context [0-9]*, Stream' "$WORK/ncu.txt" || true) kernels" - - - \

@@ -1,8 +1,8 @@
 """The CUDA forward kernels that the GPU benchmark measures below 85% of copy, once each, for a
 profiler (``ncu ... python tools/gpu_profile_ops.py``, the ``ncu`` phase of tools/gpu_check.sh):
-row sums (event_dims=1), element-wise row sums (event_dims=0) and the noise kernel of
-reparameterize, at 32768x1024 float32: seven kernels, twice (the profiler skips the first seven
-launches, which load them).
+row sums (event_dims=1), element-wise row sums (event_dims=0), the noise kernel of
+reparameterize and the fused sample + KL of reparameterize_kl (both event_dims), at 32768x1024
+float32: nine kernels, twice (the profiler skips the first nine launches, which load them).
 
 Without a GPU it runs the same calls on the CPU kernels (a dry run of the script itself).
 """
@@ -29,9 +29,11 @@ def main() -> None:
                 for event_dims in (1, 0):
                     call(event_dims)
             fastgen.reparameterize(mu, logvar, generator=generator)
+            for event_dims in (1, 0):
+                fastgen.reparameterize_kl(mu, logvar, event_dims=event_dims, generator=generator)
         if device == "cuda":
             torch.cuda.synchronize()
-    print(f"gpu_profile_ops: {len(calls) * 2 + 1} forwards twice on {device}, {rows}x{cols} float32")
+    print(f"gpu_profile_ops: {len(calls) * 2 + 3} forwards twice on {device}, {rows}x{cols} float32")
 
 
 if __name__ == "__main__":

@@ -19,17 +19,13 @@ struct BernoulliTerms : NoLaunchWork {
   __device__ Row row(int64_t r, int64_t cols) const { return {logits.row(r, cols), target.row(r, cols)}; }
 
   template <int N, bool ALIGNED>
-  __device__ acc_t<T> sum(const Row& row, int64_t col, int valid) const {
+  __device__ void terms(const Row& row, int64_t col, int valid, acc_t<T> (&out)[N]) const {
     using Acc = acc_t<T>;
     Acc x[N], t[N];
     load<N, ALIGNED>(row.logits + col, valid, x);
     load<N, ALIGNED>(row.target + col, valid, t);
-    Acc total = Acc(0);
 #pragma unroll
-    for (int i = 0; i < N; ++i) {
-      if (ALIGNED || i < valid) total += bernoulli_log_prob(x[i], t[i]);
-    }
-    return total;
+    for (int i = 0; i < N; ++i) out[i] = bernoulli_log_prob(x[i], t[i]);
   }
 };
 
@@ -68,7 +64,8 @@ cudaError_t bernoulli_log_likelihood(const Launch& launch, Dtype dtype, Rows row
     BernoulliTerms<T> op;
     op.logits = RowOperand<T>(logits, rows.cols);
     op.target = RowOperand<T>(target, rows.cols);
-    return row_sums<kVec<T>>(launch, op, rows, aligned16(logits) && aligned16(target), out, partials);
+    return row_sums<kVec<T>>(launch, op, rows, aligned_groups<kVec<T>>(logits) && aligned_groups<kVec<T>>(target), out,
+                             partials);
   });
 }
 

@@ -24,28 +24,22 @@ struct GaussianKlTerms : NoLaunchWork {
   }
 
   template <int N, bool ALIGNED>
-  __device__ acc_t<T> sum(const Row& row, int64_t col, int valid) const {
+  __device__ void terms(const Row& row, int64_t col, int valid, acc_t<T> (&out)[N]) const {
     using Acc = acc_t<T>;
     Acc m[N], lv[N];
     load<N, ALIGNED>(row.mu + col, valid, m);
     load<N, ALIGNED>(row.logvar + col, valid, lv);
-    Acc total = Acc(0);
     if (row.prior_mu == nullptr && row.prior_logvar == nullptr) {
 #pragma unroll
-      for (int i = 0; i < N; ++i) {
-        if (ALIGNED || i < valid) total += kl_std_normal(m[i], lv[i]);
-      }
-      return total;
+      for (int i = 0; i < N; ++i) out[i] = kl_std_normal(m[i], lv[i]);
+      return;
     }
     // A missing half of the prior is its N(0, 1) value: mean 0 or log-variance 0.
     Acc pm[N], plv[N];
     load_or_zeros<N, ALIGNED>(row.prior_mu ? row.prior_mu + col : nullptr, valid, pm);
     load_or_zeros<N, ALIGNED>(row.prior_logvar ? row.prior_logvar + col : nullptr, valid, plv);
 #pragma unroll
-    for (int i = 0; i < N; ++i) {
-      if (ALIGNED || i < valid) total += kl_diag_normal(m[i], lv[i], pm[i], plv[i]);
-    }
-    return total;
+    for (int i = 0; i < N; ++i) out[i] = kl_diag_normal(m[i], lv[i], pm[i], plv[i]);
   }
 };
 
@@ -92,7 +86,9 @@ cudaError_t gaussian_kl(const Launch& launch, Dtype dtype, Rows rows, Operand mu
     op.logvar = RowOperand<T>(logvar, rows.cols);
     op.prior_mu = RowOperand<T>(prior_mu, rows.cols);
     op.prior_logvar = RowOperand<T>(prior_logvar, rows.cols);
-    const bool aligned = aligned16(mu) && aligned16(logvar) && aligned16(prior_mu) && aligned16(prior_logvar);
+    constexpr int N = kVec<T>;
+    const bool aligned = aligned_groups<N>(mu) && aligned_groups<N>(logvar) && aligned_groups<N>(prior_mu) &&
+                         aligned_groups<N>(prior_logvar);
     return row_sums<kVec<T>>(launch, op, rows, aligned, out, partials);
   });
 }

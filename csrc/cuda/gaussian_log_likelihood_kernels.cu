@@ -22,26 +22,20 @@ struct GaussianLogProbTerms : NoLaunchWork {
   }
 
   template <int N, bool ALIGNED>
-  __device__ acc_t<T> sum(const Row& row, int64_t col, int valid) const {
+  __device__ void terms(const Row& row, int64_t col, int valid, acc_t<T> (&out)[N]) const {
     using Acc = acc_t<T>;
     Acc xv[N], mv[N];
     load<N, ALIGNED>(row.x + col, valid, xv);
     load<N, ALIGNED>(row.mean + col, valid, mv);
-    Acc total = Acc(0);
     if (row.logvar == nullptr) {
 #pragma unroll
-      for (int i = 0; i < N; ++i) {
-        if (ALIGNED || i < valid) total += gaussian_log_prob_unit(xv[i], mv[i]);
-      }
-      return total;
+      for (int i = 0; i < N; ++i) out[i] = gaussian_log_prob_unit(xv[i], mv[i]);
+      return;
     }
     Acc lv[N];
     load<N, ALIGNED>(row.logvar + col, valid, lv);
 #pragma unroll
-    for (int i = 0; i < N; ++i) {
-      if (ALIGNED || i < valid) total += gaussian_log_prob(xv[i], mv[i], lv[i]);
-    }
-    return total;
+    for (int i = 0; i < N; ++i) out[i] = gaussian_log_prob(xv[i], mv[i], lv[i]);
   }
 };
 
@@ -89,7 +83,8 @@ cudaError_t gaussian_log_likelihood(const Launch& launch, Dtype dtype, Rows rows
     op.x = RowOperand<T>(x, rows.cols);
     op.mean = RowOperand<T>(mean, rows.cols);
     op.logvar = RowOperand<T>(logvar, rows.cols);
-    const bool aligned = aligned16(x) && aligned16(mean) && aligned16(logvar);
+    constexpr int N = kVec<T>;
+    const bool aligned = aligned_groups<N>(x) && aligned_groups<N>(mean) && aligned_groups<N>(logvar);
     return row_sums<kVec<T>>(launch, op, rows, aligned, out, partials);
   });
 }

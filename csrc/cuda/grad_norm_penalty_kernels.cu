@@ -15,14 +15,11 @@ struct SquareTerms : NoLaunchWork {
   __device__ const T* row(int64_t r, int64_t cols) const { return grad + r * cols; }
 
   template <int N, bool ALIGNED>
-  __device__ acc_t<T> sum(const T* row, int64_t col, int valid) const {
-    using Acc = acc_t<T>;
-    Acc g[N];
-    load<N, ALIGNED>(row + col, valid, g);  // zeros past `valid`
-    Acc total = Acc(0);
+  __device__ void terms(const T* row, int64_t col, int valid, acc_t<T> (&out)[N]) const {
+    acc_t<T> g[N];
+    load<N, ALIGNED>(row + col, valid, g);
 #pragma unroll
-    for (int i = 0; i < N; ++i) total += g[i] * g[i];
-    return total;
+    for (int i = 0; i < N; ++i) out[i] = g[i] * g[i];
   }
 };
 

@@ -158,6 +158,14 @@ struct RowOperand {
 
 inline bool aligned16(Operand op) { return op.data == nullptr || aligned16(op.data); }
 
+// An operand of a row sum whose groups of N elements are 128-bit loads in
+// every layout row_sums takes: 16-byte aligned, and its period whole groups,
+// so that a group of a one-column array never wraps around the period.
+template <int N>
+inline bool aligned_groups(Operand op) {
+  return op.data == nullptr || (aligned16(op.data) && op.period % N == 0);
+}
+
 // A step of `rows` rows and `cols` columns (cols below the array's columns):
 // the grid stride of a kernel over a rows x cols array, divided once on the host.
 struct RowStep {
@@ -389,8 +397,8 @@ struct NoLaunchWork {
 //
 // An Op of a row sum provides
 //   scalar_t;  Row row(int64_t r, int64_t cols);  (its operands' row pointers)
-//   acc_t<scalar_t> sum<N, ALIGNED>(const Row&, int64_t col, int valid);
-//     (the sum of the terms of columns [col, col + valid), valid <= N)
+//   void terms<N, ALIGNED>(const Row&, int64_t col, int valid, acc_t<scalar_t> (&out)[N]);
+//     (the terms of columns [col, col + valid), valid <= N; out[i] for i >= valid is unspecified)
 //   void per_launch();  (work done once per launch by one thread)
 // The order of every addition depends on cols and N only.
 
@@ -414,6 +422,21 @@ __device__ __forceinline__ Acc block_sum(Acc value, Acc* warp_sums) {
   return total;
 }
 
+// The sum of op's terms of columns [col, col + valid) of a row, in column order.
+template <int N, bool ALIGNED, typename Op, typename Row>
+__device__ __forceinline__ acc_t<typename Op::scalar_t> sum_of_terms(const Op& op, const Row& row, int64_t col,
+                                                                     int valid) {
+  using Acc = acc_t<typename Op::scalar_t>;
+  Acc terms[N];
+  op.template terms<N, ALIGNED>(row, col, valid, terms);
+  Acc total = Acc(0);
+#pragma unroll
+  for (int i = 0; i < N; ++i) {
+    if (ALIGNED || i < valid) total += terms[i];
+  }
+  return total;
+}
+
 // Short rows: `width` lanes (a power of two up to a warp) per row, so a warp
 // sums kWarp / width rows at once.
 template <typename Op, int N, bool ALIGNED>
@@ -432,7 +455,7 @@ __global__ void __launch_bounds__(kThreads)
     if (r < rows) {
       const auto row = op.row(r, cols);
       for (int64_t c = static_cast<int64_t>(lane % width) * N; c < cols; c += static_cast<int64_t>(width) * N) {
-        sum += op.template sum<N, ALIGNED>(row, c, group_valid(c, cols, N));
+        sum += sum_of_terms<N, ALIGNED>(op, row, c, group_valid(c, cols, N));
       }
     }
     sum = warp_sum(sum, width);
@@ -455,34 +478,47 @@ __global__ void __launch_bounds__(kThreads)
     const auto row = op.row(r, cols);
     Acc sum = Acc(0);
     for (int64_t c = begin + static_cast<int64_t>(threadIdx.x) * N; c < end; c += static_cast<int64_t>(kThreads) * N) {
-      sum += op.template sum<N, ALIGNED>(row, c, group_valid(c, cols, N));
+      sum += sum_of_terms<N, ALIGNED>(op, row, c, group_valid(c, cols, N));
     }
     sum = block_sum(sum, warp_sums);
     if (threadIdx.x == 0) out[task] = sum;
   }
 }
 
-// Rows of one column (event_dims=0: one term per output). Lanes of a warp take
-// consecutive rows, so every load is coalesced, and each thread takes N rows a
-// block apart: N independent loads in flight per thread, where one row per
-// lane (row_sums_by_lanes at width 1) left the memory system a third busy.
-template <typename Op, int N>
+// Rows of one column (event_dims=0: one term per output). ALIGNED (rows and
+// every operand's period whole groups, every pointer 16-byte aligned): the
+// rows are one flat array, and a thread takes N consecutive rows as one group
+// of 128-bit loads and stores, as for_each_group does. Otherwise lanes of a
+// warp take consecutive rows, one element each, and each thread N rows a
+// block apart: N independent loads in flight per thread.
+template <typename Op, int N, bool ALIGNED>
 __global__ void __launch_bounds__(kThreads)
     row_sums_of_one_column(Op op, int64_t rows, acc_t<typename Op::scalar_t>* out) {
   using Acc = acc_t<typename Op::scalar_t>;
   if (blockIdx.x == 0 && threadIdx.x == 0) op.per_launch();
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * kThreads * N;
-  for (int64_t first = static_cast<int64_t>(blockIdx.x) * kThreads * N + threadIdx.x; first < rows; first += stride) {
-    Acc sums[N];
-#pragma unroll
-    for (int i = 0; i < N; ++i) {
-      const int64_t r = first + static_cast<int64_t>(i) * kThreads;
-      if (r < rows) sums[i] = op.template sum<N, false>(op.row(r, 1), 0, 1);  // as a width-1 lane group does
+  if constexpr (ALIGNED) {
+    const int64_t groups = rows / N;
+    const int64_t stride = static_cast<int64_t>(gridDim.x) * kThreads;
+    for (int64_t g = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; g < groups; g += stride) {
+      Acc terms[N];
+      op.template terms<N, true>(op.row(g * N, 1), 0, N, terms);
+      store<N, true>(out + g * N, N, terms);
     }
+  } else {
+    const int64_t stride = static_cast<int64_t>(gridDim.x) * kThreads * N;
+    for (int64_t first = static_cast<int64_t>(blockIdx.x) * kThreads * N + threadIdx.x; first < rows;
+         first += stride) {
+      Acc sums[N];
 #pragma unroll
-    for (int i = 0; i < N; ++i) {
-      const int64_t r = first + static_cast<int64_t>(i) * kThreads;
-      if (r < rows) out[r] = sums[i];
+      for (int i = 0; i < N; ++i) {
+        const int64_t r = first + static_cast<int64_t>(i) * kThreads;
+        if (r < rows) sums[i] = sum_of_terms<N, false>(op, op.row(r, 1), 0, 1);  // as a width-1 lane group does
+      }
+#pragma unroll
+      for (int i = 0; i < N; ++i) {
+        const int64_t r = first + static_cast<int64_t>(i) * kThreads;
+        if (r < rows) out[r] = sums[i];
+      }
     }
   }
 }
@@ -497,17 +533,21 @@ __global__ void __launch_bounds__(kThreads) add_partials(const Acc* partials, in
   }
 }
 
-// out[r] = the sum of op's terms over row r. ALIGNED when the caller's
-// pointers are 16-byte aligned and cols % N == 0 (every row then starts on a
-// whole pack); otherwise masked scalar loads.
+// out[r] = the sum of op's terms over row r. `aligned`: every operand is
+// aligned_groups<N> (16-byte aligned, its period whole groups); the sums then
+// take 128-bit loads when cols % N == 0 (every row starts on a whole pack) or,
+// with one column, when rows % N == 0 and out is aligned too; otherwise masked
+// scalar loads.
 template <int N, typename Op>
 cudaError_t row_sums(const Launch& launch, const Op& op, Rows shape, bool aligned, void* out, void* partials) {
   using Acc = acc_t<typename Op::scalar_t>;
   if (shape.cols == 1) {
-    constexpr auto one_column = row_sums_of_one_column<Op, N>;
-    one_column<<<grid_for<one_column>(launch, ceil_div(shape.rows, kThreads * N)), kThreads, 0, launch.stream>>>(
-        op, shape.rows, static_cast<Acc*>(out));
-    return cudaGetLastError();
+    return dispatch_aligned(aligned && shape.rows % N == 0 && aligned16(out), [&](auto aligned_tag) {
+      constexpr auto one_column = row_sums_of_one_column<Op, N, decltype(aligned_tag)::value>;
+      one_column<<<grid_for<one_column>(launch, ceil_div(shape.rows, kThreads * N)), kThreads, 0, launch.stream>>>(
+          op, shape.rows, static_cast<Acc*>(out));
+      return cudaGetLastError();
+    });
   }
   return dispatch_aligned(aligned && shape.cols % N == 0, [&](auto aligned_tag) {
     constexpr bool kAligned = decltype(aligned_tag)::value;

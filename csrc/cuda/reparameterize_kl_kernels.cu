@@ -28,7 +28,7 @@ struct ReparameterizeKlTerms {
   __device__ Row row(int64_t r, int64_t cols) const { return {r * cols, unpack(philox)}; }
 
   template <int N, bool ALIGNED>
-  __device__ acc_t<T> sum(const Row& row, int64_t col, int valid) const {
+  __device__ void terms(const Row& row, int64_t col, int valid, acc_t<T> (&kl)[N]) const {
     using Acc = acc_t<T>;
     const int64_t j = row.first + col;
     Acc m[N], lv[N];
@@ -41,12 +41,8 @@ struct ReparameterizeKlTerms {
       for (int i = 0; i < N; ++i) out[i] = reparameterize_sample(m[i], lv[i], eps[i]);
       store<N, ALIGNED>(z + k * n + j, valid, out);
     }
-    Acc total = Acc(0);
 #pragma unroll
-    for (int i = 0; i < N; ++i) {
-      if (ALIGNED || i < valid) total += kl_std_normal(m[i], lv[i]);
-    }
-    return total;
+    for (int i = 0; i < N; ++i) kl[i] = kl_std_normal(m[i], lv[i]);
   }
 };
 
@@ -112,8 +108,9 @@ cudaError_t reparameterize_kl(const Launch& launch, Dtype dtype, Rows rows, int6
                                       static_cast<T*>(z),        rows.rows * rows.cols,
                                       samples,                   philox,
                                       rng_state};
-    // With cols a multiple of N (row_sums checks it), so are the row starts
-    // and n: every group is aligned in mu, logvar and every sample of z.
+    // With cols a multiple of N (row_sums checks it; rows with one column),
+    // so are the row starts and n: every group is aligned in mu, logvar and
+    // every sample of z.
     return row_sums<kNoiseVec<T>>(launch, op, rows, aligned16(mu) && aligned16(logvar) && aligned16(z), kl,
                                   partials);
   });

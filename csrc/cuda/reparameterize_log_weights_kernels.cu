@@ -38,7 +38,7 @@ struct LogWeightsTerms {
   }
 
   template <int N, bool ALIGNED>
-  __device__ acc_t<T> sum(const Row& row, int64_t col, int valid) const {
+  __device__ void terms(const Row& row, int64_t col, int valid, acc_t<T> (&log_weight)[N]) const {
     using Acc = acc_t<T>;
     Acc m[N], lv[N], eps[N], out[N];
     load<N, ALIGNED>(row.mu + col, valid, m);
@@ -47,13 +47,10 @@ struct LogWeightsTerms {
 #pragma unroll
     for (int i = 0; i < N; ++i) out[i] = reparameterize_sample(m[i], lv[i], eps[i]);
     store<N, ALIGNED>(z + row.first + col, valid, out);
-    Acc total = Acc(0);
     if (row.prior_mu == nullptr && row.prior_logvar == nullptr) {
 #pragma unroll
-      for (int i = 0; i < N; ++i) {
-        if (ALIGNED || i < valid) total += log_weight_std_normal(out[i], lv[i], eps[i]);
-      }
-      return total;
+      for (int i = 0; i < N; ++i) log_weight[i] = log_weight_std_normal(out[i], lv[i], eps[i]);
+      return;
     }
     // A missing half of the prior is its N(0, 1) value: mean 0 or log-variance 0.
     Acc pm[N], plv[N];
@@ -61,11 +58,8 @@ struct LogWeightsTerms {
     load_or_zeros<N, ALIGNED>(row.prior_logvar ? row.prior_logvar + col : nullptr, valid, plv);
 #pragma unroll
     for (int i = 0; i < N; ++i) {
-      if (ALIGNED || i < valid) {
-        total += log_weight_diag_normal(out[i], lv[i], eps[i], pm[i], plv[i], exp_(Acc(0) - plv[i]));
-      }
+      log_weight[i] = log_weight_diag_normal(out[i], lv[i], eps[i], pm[i], plv[i], exp_(Acc(0) - plv[i]));
     }
-    return total;
   }
 };
 
@@ -144,9 +138,11 @@ cudaError_t reparameterize_log_weights(const Launch& launch, Dtype dtype, Rows r
   return dispatch(dtype, [&](auto tag) {
     using T = decltype(tag);
     const int64_t n = rows.rows * rows.cols;
+    constexpr int N = kNoiseVec<T>;
+    const Operand mu_rows{mu, n > 0 ? n : 1}, logvar_rows{logvar, n > 0 ? n : 1};  // repeated for every sample
     LogWeightsTerms<T> op;
-    op.mu = RowOperand<T>(Operand{mu, n > 0 ? n : 1}, rows.cols);
-    op.logvar = RowOperand<T>(Operand{logvar, n > 0 ? n : 1}, rows.cols);
+    op.mu = RowOperand<T>(mu_rows, rows.cols);
+    op.logvar = RowOperand<T>(logvar_rows, rows.cols);
     op.prior_mu = RowOperand<T>(prior_mu, rows.cols);
     op.prior_logvar = RowOperand<T>(prior_logvar, rows.cols);
     op.z = static_cast<T*>(z);
@@ -154,9 +150,9 @@ cudaError_t reparameterize_log_weights(const Launch& launch, Dtype dtype, Rows r
     op.rng_state = rng_state;
     // With cols a multiple of N (row_sums checks it) every row start is a
     // whole group in mu, logvar, the prior and every sample of z.
-    const bool aligned = aligned16(mu) && aligned16(logvar) && aligned16(prior_mu) && aligned16(prior_logvar) &&
-                         aligned16(z);
-    return row_sums<kNoiseVec<T>>(launch, op, Rows{samples * rows.rows, rows.cols}, aligned, log_weights, partials);
+    const bool aligned = aligned_groups<N>(mu_rows) && aligned_groups<N>(logvar_rows) &&
+                         aligned_groups<N>(prior_mu) && aligned_groups<N>(prior_logvar) && aligned16(z);
+    return row_sums<N>(launch, op, Rows{samples * rows.rows, rows.cols}, aligned, log_weights, partials);
   });
 }
 

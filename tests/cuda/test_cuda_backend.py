@@ -113,7 +113,8 @@ def test_reparameterize_matches_cpu_stream(dtype, shape, num_samples):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape,num_samples,event_dims", [((8, 16), None, 1), ((5, 7), 3, 1), ((4, 3, 5), 2, 2),
-                                                           ((3, 6000), None, 1), ((2, 20000), 2, 1)])
+                                                           ((3, 6000), None, 1), ((2, 20000), 2, 1),
+                                                           ((6, 16), 2, 0), ((5, 7), 2, 0)])
 def test_reparameterize_kl_matches_cpu(dtype, shape, num_samples, event_dims):
     mu = inputs(shape, dtype, "cuda", seed=4)
     logvar = inputs(shape, dtype, "cuda", seed=5)
@@ -221,6 +222,29 @@ def test_gaussian_log_likelihood_matches_cpu(dtype, rows, cols, with_logvar):
         lambda *a: ops._gaussian_log_likelihood(*a, 1),
         lambda g, a: ops._gaussian_log_likelihood_backward(g, *a, 1),
         [x, mean, logvar if with_logvar else None], dtype, cols)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(6, 16), (6, 5), (64,), (35,)])
+@pytest.mark.parametrize("prior", ["full", "broadcast"])
+def test_element_wise_terms_match_cpu(dtype, shape, prior):
+    """event_dims=0: one term per element. Whole 128-bit groups ((6, 16), (64,)) take the flat
+    vectorized path, a prior of the last dimension repeating every 16 elements in whole groups;
+    the others the one-element path, the (5,) prior's period not being whole groups."""
+    mu = inputs(shape, dtype, "cuda", seed=60)
+    logvar = inputs(shape, dtype, "cuda", seed=61)
+    prior_shape = shape if prior == "full" else shape[-1:]
+    prior_mu = inputs(prior_shape, dtype, "cuda", seed=62)
+    prior_logvar = inputs(prior_shape, dtype, "cuda", seed=63)
+    _compare_op(
+        lambda *a: ops._gaussian_kl(*a, 0),
+        lambda g, a: ops._gaussian_kl_backward(g, *a, 0, True),
+        [mu, logvar, prior_mu, prior_logvar], dtype, 1)
+    target = inputs(prior_shape, dtype, "cuda", low=0, high=1, seed=64)
+    _compare_op(
+        lambda *a: ops._bernoulli_log_likelihood(*a, 0),
+        lambda g, a: ops._bernoulli_log_likelihood_backward(g, *a, 0, True),
+        [mu, target], dtype, 1)
 
 
 def test_unaligned_operands_match_aligned():
