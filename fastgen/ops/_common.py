@@ -181,10 +181,11 @@ def _choose(op: str, device_type: str) -> Any:
         if device_type == "cpu":
             return getattr(torch.ops.fastgen, op).default if CPU_ISA is not None else None
         # Measured on an H200 (bench/results/gpu/README.md): the CUDA C++ kernels win every
-        # measured op's training call (forward + backward), by 1.5-5x in wall time at 128x20,
-        # where Triton's Python launcher dominates, and by 1.06-4.4x at 32M elements; Triton's
-        # forward alone wins only element-wise (event_dims=0, reparameterize) at 32M. One
-        # choice per op and device keeps the route a list lookup: no per-call size test.
+        # op's training call (forward + backward), by 1.5-5x in wall time at 128x20, where
+        # Triton's Python launcher dominates, and by 1.5-4.4x at 32M elements; Triton's
+        # forward alone wins only reparameterize and reparameterize_log_weights at 32M (by
+        # 11-25%) and two element-wise forwards (by 3-5%).
+        # One choice per op and device keeps the route a list lookup: no per-call size test.
         if _cuda_built():
             return getattr(torch.ops.fastgen, op).default
         if torch.cuda.is_available():
