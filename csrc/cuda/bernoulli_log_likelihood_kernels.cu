@@ -64,8 +64,8 @@ cudaError_t bernoulli_log_likelihood(const Launch& launch, Dtype dtype, Rows row
     BernoulliTerms<T> op;
     op.logits = RowOperand<T>(logits, rows.cols);
     op.target = RowOperand<T>(target, rows.cols);
-    return row_sums<kVec<T>>(launch, op, rows, aligned_groups<kVec<T>>(logits) && aligned_groups<kVec<T>>(target), out,
-                             partials);
+    constexpr int N = kVec<T>;
+    return row_sums<N>(launch, op, rows, aligned_groups<N>(logits) && aligned_groups<N>(target), out, partials);
   });
 }
 

@@ -89,7 +89,7 @@ cudaError_t gaussian_kl(const Launch& launch, Dtype dtype, Rows rows, Operand mu
     constexpr int N = kVec<T>;
     const bool aligned = aligned_groups<N>(mu) && aligned_groups<N>(logvar) && aligned_groups<N>(prior_mu) &&
                          aligned_groups<N>(prior_logvar);
-    return row_sums<kVec<T>>(launch, op, rows, aligned, out, partials);
+    return row_sums<N>(launch, op, rows, aligned, out, partials);
   });
 }
 

@@ -85,7 +85,7 @@ cudaError_t gaussian_log_likelihood(const Launch& launch, Dtype dtype, Rows rows
     op.logvar = RowOperand<T>(logvar, rows.cols);
     constexpr int N = kVec<T>;
     const bool aligned = aligned_groups<N>(x) && aligned_groups<N>(mean) && aligned_groups<N>(logvar);
-    return row_sums<kVec<T>>(launch, op, rows, aligned, out, partials);
+    return row_sums<N>(launch, op, rows, aligned, out, partials);
   });
 }
 
